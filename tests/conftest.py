@@ -1,0 +1,41 @@
+"""Shared pytest fixtures. Each helper's fixtures live in their own marked block."""
+
+from __future__ import annotations
+
+import pytest
+
+# ============================================================ ssh (tests/sshd.py) ====
+from tests.sshd import SshdServer, start_sshd
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory) -> SshdServer:
+    """One real OpenSSH sshd on a random 127.0.0.x for the session (read-only use:
+    tests that need a special server config start their own with ``start_sshd``)."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ssh_home(tmp_path, monkeypatch):
+    """Isolate the SSH client from the real user: HOME -> tmp (so ~/.ssh/config,
+    ~/.ssh/known_hosts and ~/.ssh/id_* are the test's), no ssh-agent."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+# ======================================================== end ssh fixtures ==========
+
+
+# ============================================ registry (tests/registry_fixtures.py) ====
+# Real `docker-registry serve` processes on 127.0.0.x (TLS+htpasswd, token auth, plain).
+from tests.registry_fixtures import (  # noqa: E402,F401 - fixtures
+    plain_registry,
+    registry_ca,
+    tls_registry,
+    tls_registry_2,
+    token_registry,
+)
+# =================================================== end registry fixtures ==========
