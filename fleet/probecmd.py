@@ -1,0 +1,198 @@
+"""``fleet probe`` and ``fleet facts``: connect to every selected device, gather its raw
+facts with one remote command (:mod:`fleet.facts`), and (probe) decide its platform
+(:func:`fleet.detect.detect`).
+
+Data flows one way: inventory -> targets -> facts -> detection. Every target is built
+before any connection, so an inventory mistake stops the run (exit 2) before any device
+is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.cliopts import DeviceSelection
+from fleet.detect import Detection, detect
+from fleet.errors import FleetError
+from fleet.facts import gather
+from fleet.fanout import Outcome, run_each
+from fleet.output import emit_json, out, table
+from fleet.platform import EM_NAMES
+
+__all__ = ["ProbeResult", "probe_devices", "run_probe", "run_facts", "userland_text"]
+
+
+@dataclass
+class ProbeResult:
+    """One device's probe: ``host`` (inventory name), ``address`` (``host:port`` connected
+    to), ``facts`` (None when the probe failed), ``error`` (why it failed, else None) and
+    ``seconds`` spent on it."""
+
+    host: str
+    address: str
+    facts: dict[str, str] | None
+    error: str | None
+    seconds: float
+
+
+def _error_text(exc: Exception) -> str:
+    # SSHError's str() starts with the device name, which the row already shows
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, FleetError):
+        return str(reason or exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def probe_devices(sel: DeviceSelection, label: str = "probing") -> list[ProbeResult]:
+    """Probe every host ``sel`` selects, ``sel.forks`` at a time; results in inventory order.
+
+    Raises InputFileError/UsageError (exit 2) for inventory, ``--limit`` or host-variable
+    mistakes; a device that cannot be reached or probed gives a result with ``error``.
+    """
+    from fleet.ssh import connect, target_for
+
+    hosts = sel.hosts()
+    targets = [target_for(h, sel.settings) for h in hosts]
+
+    def one(target: Any) -> dict[str, str]:
+        with connect(target, sel.settings) as session:
+            return gather(session, target.become)
+
+    outcomes: list[Outcome] = run_each(targets, one, sel.forks, label)
+    results = []
+    for host, o in zip(hosts, outcomes):
+        t = o.item
+        address = t.hostname if t.port == 22 else f"{t.hostname}:{t.port}"
+        results.append(
+            ProbeResult(host.name, address, o.value, None if o.ok else _error_text(o.error), o.seconds)
+        )
+    return results
+
+
+def userland_text(facts: dict[str, str], det: Detection) -> str | None:
+    """Human summary of the userland, e.g. ``32-bit LE ARM (armhf)``; None when unknown.
+
+    Bits and byte order come from the detection; the instruction set from the ELF header's
+    e_machine (else the platform's architecture); the package architecture in brackets.
+    """
+    if det.bitness is None and det.endianness is None:
+        return None
+    parts = []
+    if det.bitness:
+        parts.append(f"{det.bitness}-bit")
+    if det.endianness:
+        parts.append("LE" if det.endianness == "little" else "BE")
+    isa = None
+    hexed = "".join(facts.get("elf_header", "").split())
+    if len(hexed) >= 40:
+        try:
+            raw = bytes.fromhex(hexed[:40])
+            isa = EM_NAMES.get(int.from_bytes(raw[18:20], "little" if raw[5] == 1 else "big"))
+        except ValueError:
+            isa = None
+    if isa is None and det.platform is not None:
+        isa = det.platform.architecture
+    if isa:
+        parts.append(isa)
+    pkg = next((facts[k] for k in ("dpkg_arch", "apk_arch", "rpm_arch") if facts.get(k)), None)
+    text = " ".join(parts)
+    return f"{text} ({pkg.strip()})" if pkg else text
+
+
+def run_probe(sel: DeviceSelection, as_json: bool) -> int:
+    """``fleet probe``: probe, detect, print one row per device and a summary line.
+
+    Returns the exit status: 0 every device decided, 1 any device failed (unreachable,
+    authentication, host key, probe error) or undecided. JSON: a list of ``{"host",
+    "address", "ok", "facts", "detection", "error"}``: ``ok`` true when a platform was
+    decided; ``detection`` is :meth:`Detection.to_dict` (None when no facts were
+    gathered); ``error`` why the device failed or stayed undecided, else None.
+    """
+    results = probe_devices(sel)
+    docs: list[dict[str, Any]] = []
+    rows = []
+    decided = undecided = failed = 0
+    for r in results:
+        det = detect(r.facts) if r.facts is not None else None
+        if det is None:
+            failed += 1
+        elif det.platform is None:
+            undecided += 1
+        else:
+            decided += 1
+        docs.append(
+            {
+                "host": r.host,
+                "address": r.address,
+                "ok": det is not None and det.platform is not None,
+                "facts": r.facts,
+                "detection": det.to_dict() if det is not None else None,
+                "error": r.error or (det.error if det is not None else None),
+            }
+        )
+        if det is None:
+            rows.append((r.host, r.address, None, None, None, None, f"failed: {r.error}"))
+        else:
+            note = f"undecided: {det.error}" if det.error else "; ".join(det.warnings)
+            rows.append(
+                (
+                    r.host,
+                    r.address,
+                    r.facts.get("uname_m") if r.facts else None,
+                    userland_text(r.facts or {}, det),
+                    det.engine_platform,
+                    det.platform,
+                    note,
+                )
+            )
+    if as_json:
+        emit_json(docs)
+    else:
+        out.print(
+            table(
+                None,
+                ["host", "address", "kernel", "userland", "engine platform", "platform", "warnings / error"],
+                rows,
+            )
+        )
+        out.print(
+            f"{len(results)} device{'s' if len(results) != 1 else ''}: {decided} decided, "
+            f"{undecided} undecided, {failed} unreachable/failed",
+            highlight=False,
+        )
+    return 0 if decided == len(results) else 1
+
+
+def _first_line(text: str, limit: int = 70) -> str:
+    lines = text.splitlines() or [""]
+    first = lines[0] if len(lines[0]) <= limit else lines[0][: limit - 3] + "..."
+    return first + (f"  (+{len(lines) - 1} lines)" if len(lines) > 1 else "")
+
+
+def run_facts(sel: DeviceSelection, as_json: bool) -> int:
+    """``fleet facts``: print every selected device's raw facts.
+
+    Returns 0 when every device was probed, 1 otherwise. JSON: a list of ``{"host": NAME,
+    "facts": {...}}`` (``"facts": null`` plus ``"error"`` for a failed device), the shape
+    ``fleet detect FILE`` reads back.
+    """
+    results = probe_devices(sel, label="gathering facts")
+    if as_json:
+        docs: list[dict[str, Any]] = []
+        for r in results:
+            doc: dict[str, Any] = {"host": r.host, "facts": r.facts}
+            if r.error is not None:
+                doc["error"] = r.error
+            docs.append(doc)
+        emit_json(docs)
+    else:
+        rows = []
+        for r in results:
+            if r.facts is None:
+                rows.append((r.host, None, f"failed: {r.error}"))
+                continue
+            for key, value in r.facts.items():
+                rows.append((r.host, key, _first_line(value)))
+        out.print(table(None, ["host", "fact", "value"], rows))
+    return 0 if all(r.error is None for r in results) else 1
