@@ -17,7 +17,7 @@ from rich.text import Text
 #: Results (tables) go to stdout; never animate or colour when stdout is not a terminal.
 out = Console(soft_wrap=False)
 #: Progress, warnings and errors go to stderr.
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def emit_json(document: Any) -> None:

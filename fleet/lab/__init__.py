@@ -1,0 +1,1 @@
+"""Simulated device lab: network namespaces, per-device sshd and foreign-architecture engines (`fleet lab`)."""

@@ -1,0 +1,75 @@
+"""Fixtures of the lab tests: one lab for the whole session.
+
+The ``lab`` fixture reuses a lab that is already up (and leaves it up), or runs
+``fleet lab up`` once and ``fleet lab down`` at the end. It needs root and a machine where
+``fleet lab setup`` ran (CI does that); otherwise ``up`` fails with its list of what is
+missing and every lab test errors (no skip).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fleet.lab.state import resolve_lab_dir
+
+_SCRIPT = Path(sys.executable).with_name("fleet")
+FLEET = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from fleet.cli import main; main()"]
+
+
+def fleet(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the ``fleet`` console script; text output captured."""
+    cp = subprocess.run([*FLEET, *args], capture_output=True, text=True, timeout=timeout)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"fleet {' '.join(args)} -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}")
+    return cp
+
+
+@dataclass
+class Lab:
+    dir: Path
+    status: dict
+
+    @property
+    def key(self) -> str: return self.status["ssh_key"]
+    @property
+    def known_hosts(self) -> str: return self.status["known_hosts"]
+    @property
+    def inventory(self) -> str: return self.status["inventory"]
+
+    def device(self, name: str) -> dict:
+        return next(d for d in self.status["devices"] if d["name"] == name)
+
+    def ssh(self, name: str, command: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run ``command`` on device ``name`` as the lab user with the system ssh client,
+        the lab key and the lab known_hosts (host key verified)."""
+        addr = self.device(name)["address"]
+        return subprocess.run(
+            ["ssh", "-F", "/dev/null", "-i", self.key, "-o", f"UserKnownHostsFile={self.known_hosts}",
+             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+             f"{self.status['ssh_user']}@{addr}", command],
+            input=stdin, capture_output=True, timeout=timeout)
+
+    def refresh(self) -> dict:
+        self.status = json.loads(fleet("lab", "status", "--json").stdout)
+        return self.status
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    lab_dir = resolve_lab_dir(None)
+    before = fleet("lab", "status", "--json")
+    reused = before.returncode == 0
+    if not reused:
+        up = fleet("lab", "up", "--json", timeout=600)
+        assert up.returncode == 0, f"fleet lab up failed ({up.returncode}):\n{up.stderr}"
+    status = json.loads(fleet("lab", "status", "--json", check=True).stdout)
+    yield Lab(lab_dir, status)
+    if not reused:
+        fleet("lab", "down", timeout=300)
