@@ -59,6 +59,7 @@ import fcntl
 import fnmatch
 import hashlib
 import hmac
+import logging
 import os
 import select
 import shlex
@@ -81,6 +82,12 @@ from paramiko.ssh_exception import (
 
 from fleet.errors import FleetError, UsageError
 from fleet.output import warn
+
+# paramiko's transport threads log every failed handshake, traceback included, at ERROR
+# (e.g. sshd's MaxStartups dropping a connection: "Error reading SSH protocol banner").
+# With no handler configured Python's last-resort handler printed those tracebacks on
+# stderr, although the same failure is retried or reported as the device's SSHError.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 __all__ = [
     "SSHSettings",
