@@ -7,6 +7,7 @@ document and nothing else. stderr carries progress, warnings and errors.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -14,8 +15,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+def _width(stream) -> int | None:
+    # rich falls back to 80 columns when the stream is not a terminal, which folds every
+    # digest and address in a piped or logged table; use $COLUMNS or a wide default then.
+    if stream.isatty():
+        return None
+    try:
+        return max(80, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 240
+
+
 #: Results (tables) go to stdout; never animate or colour when stdout is not a terminal.
-out = Console(soft_wrap=False)
+out = Console(soft_wrap=False, width=_width(sys.stdout))
 #: Progress, warnings and errors go to stderr.
 err = Console(stderr=True, soft_wrap=True)
 
