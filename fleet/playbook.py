@@ -1,6 +1,6 @@
 """Playbooks: what to publish (and, later, how to run it) as a YAML file.
 
-Shape (keys of the publish stage; the deploy stage adds ``container`` and ``health``)::
+Shape (keys of the publish stage, then the deploy stage's ``container`` and ``health``)::
 
     name: hello                                   # required, [a-z0-9][a-z0-9_.-]*
     image: ${FLEET_REGISTRY}/fleet/hello:1.0      # registry/repository:tag, ${VAR} from the env
@@ -15,6 +15,24 @@ Shape (keys of the publish stage; the deploy stage adds ``container`` and ``heal
       docker_config: ~/.docker/config.json         # the Docker config (default when no *_env)
       insecure: false                              # plain HTTP: only for a registry you name
       ca: certs/ca.crt                             # extra CA bundle for TLS
+    container:                                     # optional: how each device runs it
+      name: hello                                  # default: the playbook's name
+      command: [--port, "8080"]                    # list, or a string split like a shell
+      entrypoint: [/bin/app]                       # same forms
+      env: {GREETING: hi}                          # values may use ${VAR} from the env
+      ports: ["8080:8080", "127.0.0.1:9000:9000/udp"]
+      volumes: ["/srv/hello:/data:ro", "hello-data:/cache"]   # device path or named volume
+      devices: [/dev/gpiomem, "/dev/ttyUSB0:/dev/ttyS0:rw"]
+      restart: unless-stopped                      # no | always | unless-stopped | on-failure[:N]
+      privileged: false
+      network_mode: host                           # host | bridge | none | container:NAME | NAME
+      labels: {com.example.team: iot}              # io.fleet.* is reserved for fleet's records
+    health:                                        # optional; all given checks must pass
+      running: 10                                  # seconds running without a restart (default 5)
+      command: [/bin/busybox, wget, -q, -O-, "http://127.0.0.1:8080/"]  # inside the container
+      http: http://127.0.0.1:8080/                 # fetched ON the device (wget or curl there)
+      timeout: 60                                  # seconds for the whole check
+      interval: 2                                  # seconds between attempts
 
 Relative paths are relative to the playbook's folder. Every error names the file, line and
 key (``InputFileError``); unknown keys are errors, never ignored; inline secrets
@@ -80,8 +98,43 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class ContainerSpec:
+    """How a device runs the image (``container:``); ``None``/empty means the image's own
+    default. ``command``/``entrypoint``: argv lists; ``env``/``labels``: str -> str;
+    ``ports``/``volumes``/``devices``: Docker CLI forms (``-p``, ``-v``, ``--device``);
+    ``restart``: Docker restart policy; ``network_mode``: ``--network`` value."""
+
+    name: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    restart: str | None = None
+    privileged: bool = False
+    network_mode: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """When a freshly started container counts as healthy (``health:``): it stayed running
+    without a restart for ``running`` seconds, and ``command`` (argv run inside it) exits 0,
+    and ``http`` (URL fetched on the device) answers 2xx, all within ``timeout`` seconds,
+    retried every ``interval`` seconds."""
+
+    running: float = 5.0
+    command: tuple[str, ...] | None = None
+    http: str | None = None
+    timeout: float = 60.0
+    interval: float = 2.0
+
+
+@dataclass(frozen=True)
 class Playbook:
-    """A validated playbook. ``platforms`` is ``"auto"`` or a tuple of Platforms."""
+    """A validated playbook. ``platforms`` is ``"auto"`` or a tuple of Platforms;
+    ``container``/``health`` say how devices run the image (defaults when absent)."""
 
     path: Path
     name: str
@@ -90,6 +143,13 @@ class Playbook:
     platforms: str | tuple[Platform, ...]
     registry: RegistrySettings
     document: LocatedDocument = field(repr=False, compare=False)
+    container: ContainerSpec | None = None
+    health: HealthSpec = field(default_factory=HealthSpec)
+
+    @property
+    def container_spec(self) -> ContainerSpec:
+        """``container`` or the default (named after the playbook, image defaults)."""
+        return self.container or ContainerSpec(name=self.name)
 
 
 class _Validator:
@@ -245,11 +305,178 @@ class _Validator:
         )
 
 
+_CONTAINER_KEYS = {"name", "command", "entrypoint", "env", "ports", "volumes", "devices", "restart",
+                   "privileged", "network_mode", "labels"}
+_HEALTH_KEYS = {"running", "command", "http", "timeout", "interval"}
+_CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")  # moby daemon/names
+_RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
+_PORT_RE = re.compile(r"^(?:(?:\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?:[0-9]{1,5}(?:-[0-9]{1,5})?:)?"
+                      r"[0-9]{1,5}(?:-[0-9]{1,5})?(?:/(?:tcp|udp|sctp))?$")
+_VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # moby volume/local names
+_VOLUME_OPTS = {"ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate",
+                "nocopy", "consistent", "cached", "delegated"}
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NETWORK_RE = re.compile(r"^(host|bridge|none|default|container:[a-zA-Z0-9][a-zA-Z0-9_.-]*|[a-zA-Z0-9][a-zA-Z0-9_.-]*)$")
+#: Label prefix fleet records its deployments under; a playbook may not set these.
+FLEET_LABEL_PREFIX = "io.fleet."
+
+
+def _container(v: "_Validator", value: Any, default_name: str) -> ContainerSpec | None:
+    kp: KeyPath = ("container",)
+    if value is None:
+        return None
+    c = _plain_mapping(v, value, kp, _CONTAINER_KEYS)
+    name = default_name
+    if "name" in c:
+        name = v.string(c["name"], kp + ("name",))
+        if not _CONTAINER_NAME_RE.match(name):
+            raise v.fail(kp + ("name",), "must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (Docker container names)")
+    if name.endswith((".previous", ".new", ".failed")):
+        raise v.fail(kp + ("name",), "must not end in .previous/.new/.failed (fleet names its own "
+                                     "containers so during a rollout)")
+    env: dict[str, str] = {}
+    if "env" in c:
+        raw = c["env"]
+        if not isinstance(raw, dict):
+            raise v.fail(kp + ("env",), f"must be a mapping NAME: value, got {_kind(raw)}")
+        for key, val in raw.items():
+            if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
+                raise v.fail(kp + ("env", key), "environment variable names must match [A-Za-z_][A-Za-z0-9_]*")
+            if val is None or val == "":
+                env[key] = ""  # set but empty, as `docker run -e NAME=`
+            else:
+                env[key] = v.string(val, kp + ("env", key), expand=True)
+    labels: dict[str, str] = {}
+    if "labels" in c:
+        raw = c["labels"]
+        if not isinstance(raw, dict):
+            raise v.fail(kp + ("labels",), f"must be a mapping, got {_kind(raw)}")
+        for key, val in raw.items():
+            k = v.string(key, kp + ("labels", key))
+            if k.startswith(FLEET_LABEL_PREFIX):
+                raise v.fail(kp + ("labels", key), f"labels {FLEET_LABEL_PREFIX}* are reserved: fleet records "
+                                                   "each device's deployment in them")
+            labels[k] = "" if val is None else str(val)
+    ports = _strings(v, c.get("ports"), kp + ("ports",))
+    for i, port in enumerate(ports):
+        if not _PORT_RE.match(port):
+            raise v.fail(kp + ("ports", i), f"{port!r} is not [IP:][HOST:]CONTAINER[/tcp|udp|sctp]")
+    volumes = _strings(v, c.get("volumes"), kp + ("volumes",), expand=True)
+    for i, vol in enumerate(volumes):
+        parts = vol.split(":")
+        if len(parts) not in (2, 3) or not parts[1].startswith("/"):
+            raise v.fail(kp + ("volumes", i), f"{vol!r} is not SOURCE:/container/path[:OPTIONS]")
+        if not (parts[0].startswith("/") or _VOLUME_NAME_RE.match(parts[0])):
+            raise v.fail(kp + ("volumes", i), f"source {parts[0]!r} must be an absolute path on the device "
+                                              "or a volume name (relative paths have no meaning there)")
+        if len(parts) == 3 and not set(parts[2].split(",")) <= _VOLUME_OPTS:
+            raise v.fail(kp + ("volumes", i), f"unknown volume option(s) in {parts[2]!r} "
+                                              f"(known: {', '.join(sorted(_VOLUME_OPTS))})")
+    devices = _strings(v, c.get("devices"), kp + ("devices",))
+    for i, dev in enumerate(devices):
+        parts = dev.split(":")
+        if not (1 <= len(parts) <= 3) or not parts[0].startswith("/dev/") or \
+                (len(parts) >= 2 and not parts[1].startswith("/")) or \
+                (len(parts) == 3 and not (parts[2] and set(parts[2]) <= set("rwm"))):
+            raise v.fail(kp + ("devices", i), f"{dev!r} is not /dev/HOST[:/dev/CONTAINER[:rwm]]")
+    restart = None
+    if "restart" in c:
+        restart = v.string(c["restart"], kp + ("restart",)) if c["restart"] is not False else "no"
+        if not _RESTART_RE.match(restart):
+            raise v.fail(kp + ("restart",), "must be no, always, unless-stopped or on-failure[:N]")
+    network = None
+    if "network_mode" in c:
+        network = v.string(c["network_mode"], kp + ("network_mode",))
+        if not _NETWORK_RE.match(network):
+            raise v.fail(kp + ("network_mode",), "must be host, bridge, none, container:NAME or a network name")
+    return ContainerSpec(
+        name=name,
+        command=_argv(v, c, "command", kp),
+        entrypoint=_argv(v, c, "entrypoint", kp),
+        env=env,
+        ports=tuple(ports),
+        volumes=tuple(volumes),
+        devices=tuple(devices),
+        restart=restart,
+        privileged=v.boolean(c.get("privileged", False), kp + ("privileged",)),
+        network_mode=network,
+        labels=labels,
+    )
+
+
+def _health(v: "_Validator", value: Any) -> HealthSpec:
+    kp: KeyPath = ("health",)
+    if value is None:
+        return HealthSpec()
+    h = _plain_mapping(v, value, kp, _HEALTH_KEYS)
+
+    def seconds(key: str, default: float, minimum: float) -> float:
+        if key not in h:
+            return default
+        val = h[key]
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or val < minimum:
+            raise v.fail(kp + (key,), f"must be a number of seconds >= {minimum:g}, got {val!r}")
+        return float(val)
+
+    http = None
+    if "http" in h:
+        http = v.string(h["http"], kp + ("http",), expand=True)
+        if not re.match(r"^https?://[^\s/]+(/\S*)?$", http):
+            raise v.fail(kp + ("http",), f"{http!r} is not an http:// or https:// URL")
+    health = HealthSpec(
+        running=seconds("running", 5.0, 0),
+        command=_argv(v, h, "command", kp),
+        http=http,
+        timeout=seconds("timeout", 60.0, 1),
+        interval=seconds("interval", 2.0, 0.1),
+    )
+    if health.running > health.timeout:
+        raise v.fail(kp + ("running",), f"{health.running:g} s is longer than health.timeout ({health.timeout:g} s)")
+    return health
+
+
+def _plain_mapping(v: "_Validator", value: Any, kp: KeyPath, allowed: set[str]) -> dict:
+    """Like ``_Validator.mapping`` without the inline-secret rule (``env`` names such as
+    PASSWORD are legitimate there; the check only guards registry settings)."""
+    if not isinstance(value, dict):
+        raise v.fail(kp, f"must be a mapping, got {_kind(value)}")
+    for key in value:
+        if not isinstance(key, str) or key not in allowed:
+            raise v.fail(kp + (key,), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    return value
+
+
+def _strings(v: "_Validator", value: Any, kp: KeyPath, expand: bool = False) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise v.fail(kp, f"must be a list, got {_kind(value)}")
+    return [v.string(item, kp + (i,), expand=expand) for i, item in enumerate(value)]
+
+
+def _argv(v: "_Validator", body: dict, key: str, kp: KeyPath) -> tuple[str, ...] | None:
+    """A command as a list of arguments, or a string split with POSIX shell rules."""
+    import shlex
+
+    if key not in body:
+        return None
+    value = body[key]
+    if isinstance(value, list):
+        if not value:
+            raise v.fail(kp + (key,), "must not be an empty list")
+        return tuple(v.string(x, kp + (key, i)) for i, x in enumerate(value))
+    text = v.string(value, kp + (key,))
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise v.fail(kp + (key,), f"cannot split {text!r} into arguments: {e}") from None
+
+
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
-TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry"}
+TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry", "container", "health"}
 
 
 def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) -> Playbook:
@@ -275,4 +502,6 @@ def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) ->
         platforms=v.platforms(top.get("platforms")),
         registry=v.registry(top.get("registry")),
         document=doc,
+        container=_container(v, top.get("container"), name),
+        health=_health(v, top.get("health")),
     )

@@ -420,6 +420,10 @@ class RegistryClient:
     one; default ``$DOCKER_CONFIG`` or ``~/.docker/config.json``), read lazily at the first
     auth challenge. Thread-safe for concurrent requests.
 
+    Like the Docker engine, TLS also trusts the CA files (``*.crt``) in
+    ``certs_d/HOST:PORT/`` (default ``/etc/docker/certs.d``, Docker's "Verify repository
+    client with certificates" layout) on top of the system bundle, unless ``ca`` is given.
+
     ``retries`` is the number of attempts for transient failures (connection errors, 429,
     502, 503, 504); ``timeout`` seconds per connect/read.
     """
@@ -427,7 +431,7 @@ class RegistryClient:
     def __init__(self, registry_host: str, *, insecure: bool = False, ca: str | os.PathLike | None = None,
                  credentials: tuple[str, str] | None = None, docker_config: str | os.PathLike | None = None,
                  timeout: float = 30.0, retries: int = 5, max_retry_wait: float = 30.0,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, certs_d: str | os.PathLike | None = None):
         if not registry_host or "/" in registry_host or not _DOMAIN_RE.match(registry_host):
             raise UsageError(f"invalid registry host {registry_host!r} (want host[:port])")
         self.registry = DEFAULT_REGISTRY if registry_host == "index.docker.io" else registry_host
@@ -435,11 +439,14 @@ class RegistryClient:
         self.insecure = insecure
         self.scheme = "http" if insecure else "https"
         self.base_url = f"{self.scheme}://{api_host}"
+        system = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+                  or os.environ.get("CURL_CA_BUNDLE") or None)
+        docker_ca = None if (ca is not None or insecure) else docker_certs_d_bundle(
+            self.registry, system, certs_d)
         if ca is not None:
             self._verify: str | bool = str(ca)
         else:
-            self._verify = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
-                            or os.environ.get("CURL_CA_BUNDLE") or True)
+            self._verify = docker_ca or system or True
         self._creds: _Secret | None = _Secret(*credentials) if credentials else None
         self._creds_resolved = credentials is not None
         self._docker_config = docker_config
@@ -948,6 +955,53 @@ class RegistryClient:
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: Where the Docker engine looks for a registry's extra CA certificates.
+DOCKER_CERTS_D = Path("/etc/docker/certs.d")
+_bundle_lock = threading.Lock()
+_bundles: dict[tuple, str] = {}
+
+
+def docker_certs_d_bundle(registry: str, system_bundle: str | None = None,
+                          certs_d: str | os.PathLike | None = None) -> str | None:
+    """A PEM bundle trusting the system CAs plus ``certs_d/REGISTRY/*.crt``, or None when
+    that folder has no ``.crt`` file.
+
+    The Docker engine adds those files to the system pool per registry (docker docs
+    "Verify repository client with certificates"; moby ``registry.ReadCertsDirectory``),
+    so users expect a registry the engine trusts to be trusted here too. ``requests`` takes
+    one bundle file, so the two are concatenated into a private temporary file (cached per
+    process and per file set; contains only public certificates).
+    """
+    folder = Path(certs_d if certs_d is not None else DOCKER_CERTS_D) / registry
+    try:
+        crts = sorted(p for p in folder.iterdir() if p.suffix == ".crt" and p.is_file())
+    except OSError:
+        return None
+    if not crts:
+        return None
+    if system_bundle is None:
+        try:
+            import certifi
+            system_bundle = certifi.where()
+        except ImportError:  # pragma: no cover - requests depends on certifi
+            system_bundle = None
+    parts = [Path(system_bundle)] if system_bundle and Path(system_bundle).is_file() else []
+    parts += crts
+    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in parts)
+    with _bundle_lock:
+        cached = _bundles.get(key)
+        if cached and Path(cached).is_file():
+            return cached
+        import atexit
+        import tempfile
+        fd, name = tempfile.mkstemp(prefix="fleet-ca-", suffix=".pem")
+        with os.fdopen(fd, "wb") as f:
+            for p in parts:
+                f.write(p.read_bytes().rstrip(b"\n") + b"\n")
+        atexit.register(lambda n=name: Path(n).unlink(missing_ok=True))
+        _bundles[key] = name
+        return name
 
 
 def _media_type(content_type: str | None) -> str:

@@ -118,3 +118,101 @@ def test_errors_name_file_line_and_key(tmp_path, context, body, line, needle):
     assert msg.startswith(f"{p}:{line}: "), msg
     assert needle in msg, msg
     assert "hunter2" not in msg
+
+
+# ======================================================= deploy keys: container, health ====
+from fleet.playbook import ContainerSpec, HealthSpec  # noqa: E402
+
+
+def test_container_and_health_keys(tmp_path, context):
+    p = write(tmp_path, """
+        name: hello
+        image: r:5000/fleet/hello:1
+        source: {build: {context: app}}
+        container:
+          name: hello-app
+          command: "sh /hello.sh --greeting 'hi there'"
+          entrypoint: [/bin/busybox]
+          env: {PORT: "8080", SECRET_PASSWORD: "${PW}", EMPTY: ""}
+          ports: ["8080:8080", "127.0.0.1:9000:9000/udp", "53/udp"]
+          volumes: ["/srv/hello:/data:ro", "hello-data:/cache"]
+          devices: [/dev/gpiomem, "/dev/ttyUSB0:/dev/ttyS0:rw"]
+          restart: on-failure:3
+          privileged: true
+          network_mode: host
+          labels: {com.example.team: iot}
+        health:
+          running: 3
+          command: [/bin/busybox, wget, -q, -O-, "http://127.0.0.1:8080/"]
+          http: http://127.0.0.1:8080/
+          timeout: 30
+          interval: 0.5
+        """)
+    pb = load_playbook(p, environ={"PW": "pw-value"})
+    c = pb.container_spec
+    assert c == ContainerSpec(
+        name="hello-app",
+        command=("sh", "/hello.sh", "--greeting", "hi there"),
+        entrypoint=("/bin/busybox",),
+        env={"PORT": "8080", "SECRET_PASSWORD": "pw-value", "EMPTY": ""},
+        ports=("8080:8080", "127.0.0.1:9000:9000/udp", "53/udp"),
+        volumes=("/srv/hello:/data:ro", "hello-data:/cache"),
+        devices=("/dev/gpiomem", "/dev/ttyUSB0:/dev/ttyS0:rw"),
+        restart="on-failure:3",
+        privileged=True,
+        network_mode="host",
+        labels={"com.example.team": "iot"},
+    )
+    assert pb.health == HealthSpec(running=3, command=("/bin/busybox", "wget", "-q", "-O-", "http://127.0.0.1:8080/"),
+                                   http="http://127.0.0.1:8080/", timeout=30, interval=0.5)
+
+
+def test_container_and_health_defaults(tmp_path, context):
+    p = write(tmp_path, "name: hello\nimage: r:5000/hello:1\nsource: {build: {context: app}}\n")
+    pb = load_playbook(p, environ={})
+    assert pb.container is None
+    assert pb.container_spec == ContainerSpec(name="hello")
+    assert pb.health == HealthSpec(running=5.0, command=None, http=None, timeout=60.0, interval=2.0)
+
+
+_HEAD = "name: a\nimage: r/a:1\nsource: {build: {context: app}}\n"
+
+
+@pytest.mark.parametrize(
+    "body, line, needle",
+    [
+        (_HEAD + "container:\n  nmae: x\n", 5, "key 'container.nmae': unknown key"),
+        (_HEAD + "container:\n  name: 'bad name'\n", 5, "key 'container.name'"),
+        (_HEAD + "container:\n  name: app.previous\n", 5, "must not end in .previous"),
+        (_HEAD + "container:\n  ports: ['80:eighty']\n", 5, "key 'container.ports.0'"),
+        (_HEAD + "container:\n  ports: 8080\n", 5, "must be a list"),
+        (_HEAD + "container:\n  volumes:\n    - /a:/b\n    - ./data:/data\n", 7, "absolute path on the device"),
+        (_HEAD + "container:\n  volumes: ['/a:relative']\n", 5, "SOURCE:/container/path"),
+        (_HEAD + "container:\n  volumes: ['/a:/b:rx']\n", 5, "unknown volume option"),
+        (_HEAD + "container:\n  devices: [gpiomem]\n", 5, "/dev/HOST"),
+        (_HEAD + "container:\n  devices: ['/dev/a:/dev/b:rwx']\n", 5, "key 'container.devices.0'"),
+        (_HEAD + "container:\n  restart: sometimes\n", 5, "key 'container.restart'"),
+        (_HEAD + "container:\n  privileged: 'yes'\n", 5, "true or false"),
+        (_HEAD + "container:\n  network_mode: 'ho st'\n", 5, "key 'container.network_mode'"),
+        (_HEAD + "container:\n  labels: {io.fleet.deployment: x}\n", 5, "reserved"),
+        (_HEAD + "container:\n  env: {1BAD: x}\n", 5, "key 'container.env.1BAD'"),
+        (_HEAD + "container:\n  env: [A=1]\n", 5, "must be a mapping"),
+        (_HEAD + "container:\n  command: []\n", 5, "empty list"),
+        (_HEAD + "container:\n  command: \"sh -c 'unterminated\"\n", 5, "cannot split"),
+        (_HEAD + "container: [x]\n", 4, "key 'container': must be a mapping"),
+        (_HEAD + "health:\n  timeout: 0\n", 5, "key 'health.timeout'"),
+        (_HEAD + "health:\n  running: ten\n", 5, "key 'health.running'"),
+        (_HEAD + "health:\n  running: 90\n", 5, "longer than health.timeout"),
+        (_HEAD + "health:\n  http: 127.0.0.1:8080\n", 5, "not an http"),
+        (_HEAD + "health:\n  retries: 3\n", 5, "key 'health.retries': unknown key"),
+    ],
+)
+def test_deploy_key_errors_name_file_line_and_key(tmp_path, context, body, line, needle):
+    p = tmp_path / "bad.yaml"
+    p.write_text(body)
+    with pytest.raises(InputFileError) as ei:
+        load_playbook(p, environ={})
+    msg = str(ei.value)
+    assert msg.startswith(f"{p}:{line}: "), msg
+    assert needle in msg, msg
+# ================================================= end deploy keys: container, health ====
