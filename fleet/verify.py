@@ -1,0 +1,284 @@
+"""Verify: does each device really run the child of the index that was planned for it?
+
+The registry side is known from the publish (:class:`fleet.publish.PublishResult`): per
+platform the child manifest digest, config digest and layer diff IDs. The device side is
+what its engine holds (:mod:`fleet.engine`). The comparison is pure (:func:`check_image`,
+:func:`check_container`, :func:`crash_reason`, :func:`verdict`) and follows the
+store-independent recipe of library-notes.md section 1.7:
+
+* classic store (Docker <= 28 default): ``image inspect .Id`` must equal the planned CONFIG
+  digest; it identifies the platform unambiguously.
+* containerd image store (Docker 24+ optional, 29 default): ``.Id`` is the INDEX digest, so
+  the child is identified by the container's ``ImageManifestDescriptor`` (API >= 1.48,
+  moby#48855) when present, and always by the layer diff IDs (``RootFS.Layers``) plus the
+  image config's os/architecture/variant, which every engine reports.
+* on both, the image config's platform must be the planned entry's (an "arm64" entry that
+  holds an amd64 image, pi-hole/docker-pi-hole#735, matches its own digests but not this),
+  and the container must really run: not exited with ``exec format error``, SIGILL (exit
+  132) or SIGSEGV (exit 139), which is how an ARMv7 binary dies on an ARMv6 board
+  (balena-os/balena-engine#269, mpromonet/v4l2rtspserver#335).
+
+:func:`inspect_device` gathers the device side through an :class:`fleet.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from fleet.engine import ContainerState, Engine, EngineInfo, EngineVersion, ImageState
+from fleet.platform import Platform
+
+__all__ = [
+    "LABEL",
+    "Expected",
+    "Check",
+    "DeviceState",
+    "check_image",
+    "check_container",
+    "crash_reason",
+    "verdict",
+    "inspect_device",
+]
+
+#: Container labels fleet records a deployment under (read back by verify and by the next
+#: deploy; ``previous-*`` hold the same keys of what ran before).
+LABEL = {
+    "deployment": "io.fleet.deployment",
+    "playbook": "io.fleet.playbook",
+    "reference": "io.fleet.reference",
+    "repository": "io.fleet.repository",
+    "index": "io.fleet.index-digest",
+    "manifest": "io.fleet.manifest-digest",
+    "config": "io.fleet.config-digest",
+    "platform": "io.fleet.platform",
+    "spec": "io.fleet.spec",
+    "previous_deployment": "io.fleet.previous-deployment",
+    "previous_index": "io.fleet.previous-index-digest",
+    "previous_config": "io.fleet.previous-config-digest",
+    "previous_image": "io.fleet.previous-image",
+}
+
+# Exit statuses of a shell-started process killed by a signal are 128 + signal number.
+_SIGNAL_EXITS = {132: "SIGILL (illegal instruction: code built for a newer CPU than this one)",
+                 139: "SIGSEGV (segmentation fault)",
+                 135: "SIGBUS (bus error)"}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a device must run: the ``index_digest`` of ``repository`` and, for the device's
+    platform, the planned entry's ``platform``, ``manifest_digest``, ``config_digest`` and
+    ``diff_ids``."""
+
+    repository: str
+    index_digest: str
+    platform: Platform
+    manifest_digest: str
+    config_digest: str
+    diff_ids: tuple[str, ...]
+
+    @property
+    def pull_reference(self) -> str:
+        """``registry/repository@<index digest>``: what every device pulls (never the tag)."""
+        return f"{self.repository}@{self.index_digest}"
+
+    @classmethod
+    def from_entry(cls, repository: str, index_digest: str, entry: Any) -> "Expected":
+        """From a :class:`fleet.publish.PublishedEntry`."""
+        return cls(repository, index_digest, entry.platform, entry.manifest_digest,
+                   entry.config_digest, tuple(entry.diff_ids))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison: ``name`` (``config digest``, ``platform``, ``layers``, ...), ``ok``
+    (True, False, or None when it cannot be checked on this engine), ``detail``."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class DeviceState:
+    """What a device's engine holds for one app: ``version``/``info`` of the engine, the
+    ``container`` (None: none of that name), the ``image`` it runs (None: unknown), and the
+    container's last log lines (``logs``)."""
+
+    version: EngineVersion | None
+    info: EngineInfo | None
+    container: ContainerState | None
+    image: ImageState | None
+    logs: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def store(self) -> str:
+        return self.info.store if self.info else "classic"
+
+
+def _short(d: str | None) -> str:
+    if not d:
+        return "-"
+    algo, _, hexpart = d.partition(":")
+    return f"{algo}:{hexpart[:12]}" if hexpart else d
+
+
+def check_image(expected: Expected, image: ImageState | None, store: str = "classic") -> list[Check]:
+    """Compare an engine's image with the planned entry.
+
+    ``store``: ``"classic"`` or ``"containerd"`` (:attr:`fleet.engine.EngineInfo.store`).
+    Returns checks for ``config digest``, ``platform``, ``layers`` (and ``manifest`` when
+    a containerd engine lists its children). A config without ``variant`` (builders before
+    Docker 20.10; arm64 images from BuildKit, docker/buildx#1652) is compared on os and
+    architecture only, and the check's detail says so.
+    """
+    if image is None:
+        return [Check("image", False, "the engine has no such image")]
+    checks: list[Check] = []
+    if store == "containerd":
+        if image.id == expected.index_digest:
+            checks.append(Check("config digest", None,
+                                f"containerd image store reports the index digest {_short(image.id)} as the "
+                                "image ID, not the config digest: child identified by its layers"))
+        elif image.id == expected.config_digest or image.id == expected.manifest_digest:
+            checks.append(Check("config digest", True, f"{_short(image.id)} is the planned child"))
+        else:
+            checks.append(Check("config digest", False,
+                                f"image ID {_short(image.id)} is neither the planned index "
+                                f"{_short(expected.index_digest)} nor its {expected.platform} child"))
+        wanted = [m for m in image.manifests if isinstance(m, Mapping)
+                  and (m.get("ID") == expected.manifest_digest
+                       or (m.get("Descriptor") or {}).get("digest") == expected.manifest_digest)]
+        if image.manifests:
+            avail = bool(wanted) and bool(wanted[0].get("Available"))
+            checks.append(Check("manifest", avail,
+                                f"child {_short(expected.manifest_digest)} "
+                                f"{'present' if avail else 'not present'} in the engine's content store"))
+    else:
+        ok = image.id == expected.config_digest
+        checks.append(Check("config digest", ok,
+                            f"{_short(image.id)}" + ("" if ok else f", planned {_short(expected.config_digest)}"
+                                                                    f" ({expected.platform})")))
+    got = image.platform
+    if got is None:
+        checks.append(Check("platform", False, f"image config declares {image.platform_text!r}, "
+                                               f"planned {expected.platform}"))
+    elif not image.variant and expected.platform.variant and got.architecture == expected.platform.architecture:
+        # normalize("arm", "") is arm/v7: without a written variant only os/arch are known
+        ok = got.os == expected.platform.os
+        checks.append(Check("platform", ok, f"{got.os}/{got.architecture} (config has no variant), "
+                                            f"planned {expected.platform}"))
+    else:
+        ok = got == expected.platform
+        checks.append(Check("platform", ok, f"{got}" + ("" if ok else f", planned {expected.platform}")))
+    ok = tuple(image.diff_ids) == tuple(expected.diff_ids)
+    if ok:
+        detail = f"{len(image.diff_ids)} layer(s) as planned"
+    else:
+        detail = (f"{len(image.diff_ids)} layer(s) {', '.join(_short(d) for d in image.diff_ids) or '-'}; planned "
+                  f"{', '.join(_short(d) for d in expected.diff_ids) or '-'}")
+    checks.append(Check("layers", ok, detail))
+    return checks
+
+
+def crash_reason(container: ContainerState | None, logs: str = "") -> str | None:
+    """Why a container died on the CPU, or None: ``exec format error`` (a binary of another
+    architecture, or a foreign one without an interpreter), SIGILL (exit 132: instructions
+    the CPU lacks, the ARMv7-binary-on-ARMv6 case), SIGSEGV (exit 139), SIGBUS (exit 135)."""
+    if container is None:
+        return None
+    text = f"{container.error}\n{logs}".lower()
+    if "exec format error" in text:
+        return "exec format error: the binary is for another architecture"
+    if not container.running and container.exit_code in _SIGNAL_EXITS:
+        return f"exited {container.exit_code} = {_SIGNAL_EXITS[container.exit_code]}"
+    if "illegal instruction" in text:
+        return "illegal instruction: code built for a newer CPU than this one"
+    return None
+
+
+def check_container(expected: Expected, container: ContainerState | None, image: ImageState | None,
+                    store: str = "classic", logs: str = "") -> list[Check]:
+    """Compare a device's container with the planned entry: it exists, runs the planned
+    image (classic: ``.Image`` is the config digest; containerd: its
+    ``ImageManifestDescriptor`` is the planned child when the engine reports one, else its
+    image is the verified index image), carries fleet's labels for this index, and is
+    running without a crash (:func:`crash_reason`)."""
+    if container is None:
+        return [Check("container", False, "no such container")]
+    checks: list[Check] = []
+    if store == "containerd":
+        if container.manifest_digest:
+            ok = container.manifest_digest == expected.manifest_digest
+            checks.append(Check("container image", ok, f"created from child {_short(container.manifest_digest)}"
+                                + ("" if ok else f", planned {_short(expected.manifest_digest)}")))
+        else:
+            ok = image is not None and container.image_id == image.id
+            checks.append(Check("container image", ok, f"image {_short(container.image_id)}"))
+    else:
+        ok = container.image_id == expected.config_digest
+        checks.append(Check("container image", ok, f"{_short(container.image_id)}"
+                            + ("" if ok else f", planned {_short(expected.config_digest)}")))
+    label_index = container.labels.get(LABEL["index"])
+    ok = label_index == expected.index_digest
+    checks.append(Check("deployment", ok, f"{container.labels.get(LABEL['deployment']) or 'no fleet label'}, index "
+                        f"{_short(label_index)}" + ("" if ok else f", planned {_short(expected.index_digest)}")))
+    crash = crash_reason(container, logs)
+    if crash:
+        checks.append(Check("running", False, crash))
+    elif container.restarting or not container.running:
+        checks.append(Check("running", False, f"{container.status}, exit code {container.exit_code}"
+                            + (f": {container.error}" if container.error else "")))
+    elif container.health not in (None, "healthy", "starting"):
+        checks.append(Check("running", False, f"running but its image's HEALTHCHECK says {container.health}"))
+    else:
+        restarts = f", {container.restart_count} restart(s)" if container.restart_count else ""
+        checks.append(Check("running", True, f"running since {container.started_at[:19]}{restarts}"))
+    return checks
+
+
+def verdict(checks: Sequence[Check]) -> tuple[str, str]:
+    """``(status, reason)`` from a device's checks: ``verified`` (no check failed),
+    ``missing`` (no container), ``drifted`` (it runs another image, index or platform than
+    planned), ``crashed`` (the planned image, not running). ``reason`` joins the failures."""
+    failed = [c for c in checks if c.ok is False]
+    if not failed:
+        return "verified", ""
+    reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+    names = {c.name for c in failed}
+    if "container" in names:
+        return "missing", reason
+    if names <= {"running"}:
+        return "crashed", reason
+    return "drifted", reason
+
+
+def inspect_device(engine: Engine, name: str, expected: Expected | None = None, *,
+                   tail: int = 10) -> DeviceState:
+    """Gather a device's side: engine version and info, the container ``name``, the image it
+    was created from, and its last ``tail`` log lines. On a containerd-store engine whose CLI
+    and API support it (API >= 1.49, docker/cli#5934), the image is inspected with
+    ``--platform`` of the planned entry so its fields describe that child."""
+    version = engine.version()
+    info = engine.info()
+    container = engine.container(name)
+    image = None
+    notes: list[str] = []
+    if container is not None:
+        ref = container.image_id or container.image_ref
+        if info.containerd_store and expected is not None and version.api_at_least("1.49"):
+            status, out, err = engine.run(["image", "inspect", "--platform", str(expected.platform), ref], check=False)
+            if status == 0:
+                from fleet.engine import parse_image
+                image = parse_image(out)
+            else:
+                notes.append(f"image inspect --platform failed: {(err or out).strip()[:120]}")
+        if image is None:
+            image = engine.image(ref)
+    logs = engine.logs(name, tail) if container is not None else ""
+    return DeviceState(version, info, container, image, logs, notes)
