@@ -39,3 +39,10 @@ from tests.registry_fixtures import (  # noqa: E402,F401 - fixtures
     token_registry,
 )
 # =================================================== end registry fixtures ==========
+
+
+# ==================================================== lab (tests/labfixture.py) ====
+# One session-scoped `lab` fixture for every lab test module (defined once, so pytest
+# keeps one instance for the whole session).
+from tests.labfixture import lab  # noqa: E402,F401 - fixture
+# ======================================================== end lab fixtures ==========

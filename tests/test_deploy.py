@@ -34,7 +34,7 @@ from fleet.lab.state import LabPaths
 from fleet.platform import Platform
 from fleet.playbook import load_playbook
 from fleet.verify import LABEL
-from tests.lab.conftest import FLEET, Lab, lab  # noqa: F401 - session fixture
+from tests.labfixture import FLEET, Lab
 
 pytestmark = pytest.mark.lab
 
@@ -125,7 +125,7 @@ def _config_of(st: State, version: str, platform: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def st(lab: Lab, tmp_path_factory) -> State:  # noqa: F811
+def st(lab: Lab, tmp_path_factory) -> State:
     state = State(lab, tmp_path_factory.mktemp("deploy"))
     # a clean slate on every device: no container of this module, no image of its repository
     repo = f"{state.registry}/{REPO}"

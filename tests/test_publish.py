@@ -28,7 +28,7 @@ from fleet.plan import make_plan
 from fleet.publish import assemble, publish, read_published, registry_client
 from fleet.registry import NotFound, Reference
 from fleet.sources import Child, build_local
-from tests.lab.conftest import Lab, lab  # noqa: F401 - the session lab fixture
+from tests.labfixture import Lab
 from tests.registry_fixtures import REGISTRY_PASSWORD, REGISTRY_USER
 
 pytestmark = pytest.mark.lab
@@ -49,18 +49,18 @@ def write_playbook(path: Path, image: str, source: str, platforms: str = "auto",
     return path
 
 
-def _require_lab_up(lab: Lab) -> None:  # noqa: F811
+def _require_lab_up(lab: Lab) -> None:
     # 198.18.0.1 is only ours while the lab's bridge exists: never talk to it otherwise
     assert lab.refresh()["ok"], "the lab is not up (another session ran `fleet lab down`?)"
 
 
 @pytest.fixture(autouse=True)
-def _lab_still_up(lab):  # noqa: F811
+def _lab_still_up(lab):
     _require_lab_up(lab)
 
 
 @pytest.fixture(scope="session")
-def hello_context(lab: Lab, tmp_path_factory) -> Path:  # noqa: F811
+def hello_context(lab: Lab, tmp_path_factory) -> Path:
     ctx = tmp_path_factory.mktemp("hello-context")
     made = prepare_context(LabPaths(lab.dir), ctx)
     assert set(PLATFORMS) <= set(made), made
@@ -68,7 +68,7 @@ def hello_context(lab: Lab, tmp_path_factory) -> Path:  # noqa: F811
 
 
 @pytest.fixture(scope="session")
-def published(lab, hello_context: Path, tmp_path_factory):  # noqa: F811
+def published(lab, hello_context: Path, tmp_path_factory):
     """`fleet publish --platform x4 --json` of the sample app into a fresh repository."""
     _require_lab_up(lab)
     repo = f"{REGISTRY}/fleet-test/hello-{uuid.uuid4().hex[:8]}"
@@ -214,7 +214,7 @@ def test_duplicate_platforms_are_refused_before_anything_is_pushed(published, tm
     assert cp.returncode == 2 and "duplicate platform linux/arm/v7" in cp.stderr
 
 
-def test_device_without_compatible_entry_fails_before_any_push(lab, tmp_path, hello_context):  # noqa: F811
+def test_device_without_compatible_entry_fails_before_any_push(lab, tmp_path, hello_context):
     ref = f"{REGISTRY}/fleet-test/never-{uuid.uuid4().hex[:8]}:1.0"
     pb = write_playbook(tmp_path / "d.yaml", ref, f"  build:\n    context: {hello_context}")
     cp = run_fleet("publish", str(pb), "-i", lab.inventory, "--limit", "pi-zero",
@@ -239,7 +239,7 @@ def test_wrong_credentials_give_a_clear_error(tmp_path, hello_context):
     assert secret not in cp.stderr + cp.stdout
 
 
-def test_plan_on_the_lab_fleet(lab):  # noqa: F811
+def test_plan_on_the_lab_fleet(lab):
     cp = run_fleet("plan", "playbooks/hello.yaml", "-i", lab.inventory, "--json")
     assert cp.returncode == 0, cp.stderr
     doc = json.loads(cp.stdout)
@@ -250,7 +250,7 @@ def test_plan_on_the_lab_fleet(lab):  # noqa: F811
         assert d["entry_platform"] == d["platform"] and d["explicit_platform"] is False, d
 
 
-def test_native_build_on_a_lab_device(lab, hello_context, tmp_path):  # noqa: F811
+def test_native_build_on_a_lab_device(lab, hello_context, tmp_path):
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     for name in ("Dockerfile", "hello.sh"):

@@ -19,7 +19,7 @@ import yaml
 from fleet.lab.hello import build_args, prepare_context
 from fleet.lab.profiles import DEFAULT_PROFILES, PROFILES
 from fleet.lab.state import LabPaths, load_state
-from tests.lab.conftest import Lab, fleet
+from tests.labfixture import Lab, fleet
 
 pytestmark = pytest.mark.lab
 

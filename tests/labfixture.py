@@ -1,4 +1,4 @@
-"""Fixtures of the lab tests: one lab for the whole session.
+"""Fixtures of the lab tests: one lab for the whole session (registered in tests/conftest.py).
 
 The ``lab`` fixture reuses a lab that is already up (and leaves it up), or runs
 ``fleet lab up`` once and ``fleet lab down`` at the end. It needs root and a machine where
@@ -65,11 +65,19 @@ class Lab:
 def lab() -> Lab:
     lab_dir = resolve_lab_dir(None)
     before = fleet("lab", "status", "--json")
-    reused = before.returncode == 0
-    if not reused:
+    # Tear down at the end only a lab this session brought up from nothing: a lab that was
+    # partly up (a device degraded under load) belongs to someone else and is only repaired.
+    was_down = True
+    try:
+        doc = json.loads(before.stdout)
+        was_down = not doc.get("bridge", {}).get("present") and not any(
+            d.get("state") == "running" for d in doc.get("devices", []))
+    except ValueError:
+        pass
+    if before.returncode != 0:
         up = fleet("lab", "up", "--json", timeout=600)
         assert up.returncode == 0, f"fleet lab up failed ({up.returncode}):\n{up.stderr}"
     status = json.loads(fleet("lab", "status", "--json", check=True).stdout)
     yield Lab(lab_dir, status)
-    if not reused:
+    if was_down:
         fleet("lab", "down", timeout=300)
