@@ -112,6 +112,9 @@ def selection(
 
     if not inventory:
         raise UsageError("no inventory: give at least one -i/--inventory PATH")
+    for p in known_hosts or ():
+        if Path(p).is_dir():
+            raise UsageError(f"--known-hosts {p}: is a directory (give a known_hosts file)")
     settings = SSHSettings(
         known_hosts=tuple(Path(p) for p in known_hosts or ()),
         accept_new=accept_new,

@@ -27,7 +27,7 @@ from fleet.cliopts import DeviceSelection
 from fleet.deploy import (DeployHooks, DeployOptions, DeviceJob, DeviceReport, auth_for_devices, deploy_devices,
                           new_deployment_id)
 from fleet.errors import FleetError, UsageError
-from fleet.output import emit_json, err, error, out, table
+from fleet.output import emit_json, err, error, out, table, warn
 from fleet.platform import Platform, choose
 
 __all__ = ["report_dir", "run_deploy", "run_verify", "deploy", "verify_devices"]
@@ -47,12 +47,30 @@ def report_dir(option: str | os.PathLike | None = None) -> Path:
     return Path(state) / "fleet" / "reports"
 
 
-def _save(doc: dict[str, Any], directory: Path, name: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+def _usable_report_dir(directory: Path) -> Path:
+    """Create ``directory`` (parents too) and check it is writable BEFORE any device is
+    touched, so a bad ``--report-dir`` is a usage error (exit 2), not a lost report after a
+    rollout. Raises UsageError naming the directory."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot create the report directory: {exc.strerror or exc}") from None
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"{directory}: the report directory is not a writable directory")
+    return directory
+
+
+def _save(doc: dict[str, Any], directory: Path, name: str) -> Path | None:
+    """Write the report; a failure here (disk full...) is a warning: the results were
+    already printed and the devices already changed."""
     path = directory / name
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        warn(f"{path}: cannot save the report: {exc.strerror or exc}")
+        return None
     return path
 
 
@@ -198,10 +216,10 @@ def run_deploy(playbook_path: str, sel: DeviceSelection, *, check: bool, as_json
     if min_free_mib < 0:
         raise UsageError("--min-free must be >= 0 MiB")
     playbook = load_playbook(playbook_path)
+    directory = _usable_report_dir(report_dir(report_directory))
     options = DeployOptions(forks=sel.forks, min_free=int(min_free_mib * 1048576), deployment=new_deployment_id(),
                             hooks=hooks or DeployHooks())
     doc = deploy(playbook, sel, check=check, options=options, log=lambda s: err.print(s, highlight=False))
-    path = _save(doc, report_dir(report_directory), f"{'check' if check else 'deploy'}-{options.deployment}.json")
     reports = [DeviceReport(**{k: v for k, v in d.items() if k != "ok"}) for d in doc["devices"]]
     if as_json:
         emit_json([{**d, "deployment": doc["deployment"], "index_digest": doc["index_digest"]} for d in doc["devices"]])
@@ -212,7 +230,9 @@ def run_deploy(playbook_path: str, sel: DeviceSelection, *, check: bool, as_json
         _print_report(title, reports, doc["summary"])
     for e in doc["errors"]:
         error(e)
-    err.print(f"report saved to {path}", highlight=False)
+    path = _save(doc, directory, f"{'check' if check else 'deploy'}-{options.deployment}.json")
+    if path:
+        err.print(f"report saved to {path}", highlight=False)
     return 0 if doc["ok"] else 1
 
 
@@ -313,18 +333,20 @@ def run_verify(what: str, sel: DeviceSelection, *, name: str | None, as_json: bo
         ref = Reference.parse(what)
         reference, settings = what, RegistrySettings()
         name = name or ref.repository.rsplit("/", 1)[-1]
+    directory = _usable_report_dir(report_dir(report_directory))
+    sel.hosts()  # a malformed inventory or --limit is a usage error before the registry is asked
     published = read_published(reference, settings)
     reports = verify_devices(published, sel, name)
     summary = _summary(reports)
     doc = {"reference": published.reference, "index_digest": published.index_digest, "container": name,
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "publish": published.to_dict(),
            "devices": [r.to_dict() for r in reports], "summary": summary}
-    path = _save(doc, report_dir(report_directory), f"verify-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-"
-                                                    f"{os.getpid()}.json")
     if as_json:
         emit_json([{**r.to_dict(), "index_digest": published.index_digest} for r in reports])
     else:
         _print_report(f"verify {published.reference} @ {_short(published.index_digest)} (container {name})",
                       reports, summary)
-    err.print(f"report saved to {path}", highlight=False)
+    path = _save(doc, directory, f"verify-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}.json")
+    if path:
+        err.print(f"report saved to {path}", highlight=False)
     return 0 if all(r.result == "verified" for r in reports) else 1

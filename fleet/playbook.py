@@ -494,6 +494,12 @@ def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) ->
     image = v.string(top["image"], ("image",), expand=True)
     if "@" in image:
         raise v.fail(("image",), "must be a tag (registry/repository:tag), not a digest: publishing pushes a tag")
+    from fleet.registry import Reference  # late: keeps `requests` out of plain playbook reads
+
+    try:
+        Reference.parse(image)
+    except UsageError as exc:
+        raise v.fail(("image",), str(exc)) from None
     return Playbook(
         path=Path(doc.path),
         name=name,

@@ -1018,6 +1018,10 @@ def _open_hop(hop: Target, settings: SSHSettings, via: paramiko.Transport | None
             if "banner" in msg.lower() or "closed" in msg.lower() or "eof" in msg.lower():
                 raise _Transient(msg) from None
             raise SSHError(hop.name, f"SSH negotiation with {hop.hostname}:{hop.port} failed: {msg}") from None
+        if not t.is_active() or t.host_key is None:
+            # paramiko's start_client(timeout=) returns quietly when the handshake times out
+            # (a listener that accepts but never sends an SSH banner): say so, don't crash.
+            raise _Transient(f"no SSH handshake from {hop.hostname}:{hop.port} within {timeout:g} s")
         key = t.get_remote_server_key()
         strict = hop.strict_host_key_checking
         if settings.accept_new and strict == "yes":

@@ -216,3 +216,11 @@ def test_deploy_key_errors_name_file_line_and_key(tmp_path, context, body, line,
     assert msg.startswith(f"{p}:{line}: "), msg
     assert needle in msg, msg
 # ================================================= end deploy keys: container, health ====
+
+
+def test_invalid_image_reference_is_refused_at_its_line(tmp_path, context):
+    p = tmp_path / "bad-image.yaml"
+    p.write_text("name: a\nimage: 'UPPER CASE::tag'\nsource: {build: {context: app}}\n")
+    with pytest.raises(InputFileError) as ei:
+        load_playbook(p, environ={})
+    assert str(ei.value).startswith(f"{p}:2: key 'image': "), str(ei.value)

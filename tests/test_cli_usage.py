@@ -1,0 +1,46 @@
+"""Usage errors caught before any device or registry is contacted: exit 2, one line, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FLEET = [str(Path(sys.executable).with_name("fleet"))]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FLEET, *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def inventory(tmp_path: Path) -> Path:
+    # 127.0.0.1:9 (discard) is never contacted: every case fails before the fan-out.
+    p = tmp_path / "inv.yaml"
+    p.write_text("all:\n  hosts:\n    d1:\n      ansible_host: 127.0.0.1\n      ansible_port: 9\n")
+    return p
+
+
+def test_known_hosts_directory_is_a_usage_error(tmp_path):
+    cp = run("probe", "-i", str(inventory(tmp_path)), "--known-hosts", str(tmp_path), "--json")
+    assert cp.returncode == 2
+    assert f"--known-hosts {tmp_path}: is a directory" in cp.stderr
+    assert cp.stdout == "" and "Traceback" not in cp.stderr
+
+
+def test_unusable_report_dir_is_refused_before_any_work(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    for command in (["verify", "playbooks/hello.yaml"], ["deploy", "playbooks/hello.yaml", "--check"]):
+        cp = run(*command, "-i", str(inventory(tmp_path)), "--report-dir", str(not_a_dir / "reports"))
+        assert cp.returncode == 2, (command, cp.stderr)
+        assert "cannot create the report directory" in cp.stderr
+        assert "Traceback" not in cp.stderr
+
+
+def test_verify_reads_the_inventory_before_the_registry(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("all:\n  hosts:\n    a: [\n")
+    cp = run("verify", "playbooks/hello.yaml", "-i", str(bad))
+    assert cp.returncode == 2
+    assert cp.stderr.startswith(f"fleet: error: {bad}:"), cp.stderr
