@@ -45,6 +45,7 @@ import requests
 import tenacity
 
 from fleet.errors import FleetError, UsageError
+from fleet.netguard import unattached_benchmark_address
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +436,10 @@ class RegistryClient:
         if not registry_host or "/" in registry_host or not _DOMAIN_RE.match(registry_host):
             raise UsageError(f"invalid registry host {registry_host!r} (want host[:port])")
         self.registry = DEFAULT_REGISTRY if registry_host == "index.docker.io" else registry_host
+        refused = unattached_benchmark_address(self.registry.rsplit(":", 1)[0] if self.registry.count(":") == 1
+                                               else self.registry)
+        if refused:
+            raise RegistryError(f"cannot reach registry {self.registry}: {refused}")
         api_host = _DOCKER_HUB_API if self.registry == DEFAULT_REGISTRY else self.registry
         self.insecure = insecure
         self.scheme = "http" if insecure else "https"

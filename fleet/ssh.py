@@ -81,6 +81,7 @@ from paramiko.ssh_exception import (
 )
 
 from fleet.errors import FleetError, UsageError
+from fleet.netguard import unattached_benchmark_address
 from fleet.output import warn
 
 # paramiko's transport threads log every failed handshake, traceback included, at ERROR
@@ -968,6 +969,9 @@ def _describe(e: BaseException) -> str:
 
 
 def _tcp_connect(hop: Target, timeout: float) -> socket.socket:
+    refused = unattached_benchmark_address(hop.hostname)
+    if refused:
+        raise Unreachable(hop.name, refused)
     try:
         return socket.create_connection((hop.hostname, hop.port), timeout=timeout)
     except socket.gaierror as e:
