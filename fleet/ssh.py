@@ -514,6 +514,12 @@ def _host_vars(host: Any) -> dict[str, Any]:
     return dict(getattr(host, "vars", None) or {})
 
 
+# Connection variables that must be one string or number (Ansible reads them as such).
+_SCALAR_VARS = ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user",
+                "ansible_ssh_user", "ansible_ssh_private_key_file", "ansible_private_key_file",
+                "ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args")
+
+
 def target_for(host: Any, settings: SSHSettings) -> Target:
     """Resolve how to reach inventory ``host`` (a ``fleet.inventory.Host``).
 
@@ -531,6 +537,13 @@ def target_for(host: Any, settings: SSHSettings) -> Target:
     """
     name = str(getattr(host, "name"))
     hv = _host_vars(host)
+    for var in _SCALAR_VARS:
+        value = hv.get(var)
+        if value is not None and (isinstance(value, (dict, list, bool)) or not isinstance(value, (str, int))):
+            raise UsageError(f"{name}: {var} must be a single value, got {type(value).__name__} {value!r}")
+    connection = hv.get("ansible_connection")
+    if connection not in (None, "ssh", "smart", "paramiko", "paramiko_ssh"):
+        raise UsageError(f"{name}: ansible_connection={connection} is not supported (fleet reaches devices over SSH)")
     address = getattr(host, "address", None) or hv.get("ansible_host") or hv.get("ansible_ssh_host") or name
     address = str(address)
 

@@ -44,3 +44,12 @@ def test_verify_reads_the_inventory_before_the_registry(tmp_path):
     cp = run("verify", "playbooks/hello.yaml", "-i", str(bad))
     assert cp.returncode == 2
     assert cp.stderr.startswith(f"fleet: error: {bad}:"), cp.stderr
+
+
+def test_connection_variables_must_be_single_values(tmp_path):
+    for var, value in (("ansible_user", "[a, b]"), ("ansible_host", "[1]"), ("ansible_connection", "winrm")):
+        inv = tmp_path / f"{var}.yaml"
+        inv.write_text(f"all:\n  hosts:\n    d1:\n      {var}: {value}\n")
+        cp = run("probe", "-i", str(inv))
+        assert cp.returncode == 2, (var, cp.stdout, cp.stderr)
+        assert cp.stderr.startswith(f"fleet: error: d1: {var}"), cp.stderr
