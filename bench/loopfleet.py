@@ -294,6 +294,14 @@ Host *
                     self.stop()
                     raise RuntimeError(f"{a}:{self.port} not listening after {timeout}s; see {self.dir}/sshd-*.log")
                 time.sleep(0.05)
+        # sshd listens before it daemonizes and writes its pid file: a connect can succeed
+        # while the pid file is still missing, and stop() finds listeners by pid file.
+        groups = len(list(self._groups()))
+        while len(self.pids()) < groups:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"sshd pid files missing after {timeout}s; see {self.dir}/sshd-*.log")
+            time.sleep(0.02)
 
     def pids(self) -> list[int]:
         """Pids of this fleet's running sshd listeners (pid file + cmdline check)."""
