@@ -90,9 +90,15 @@ class DeviceSelection:
         Raises InputFileError (file:line) for a malformed inventory and UsageError for a
         malformed ``--limit`` pattern or one matching nothing: both exit status 2.
         """
-        from fleet.inventory import load_inventory
+        # Several stages of one command (usage checks, probe, rollout) ask for the hosts:
+        # read and parse the inventory files once per run.
+        cached = self.__dict__.get("_hosts")
+        if cached is None:
+            from fleet.inventory import load_inventory
 
-        return load_inventory(list(self.inventory)).select(self.limit)
+            cached = load_inventory(list(self.inventory)).select(self.limit)
+            object.__setattr__(self, "_hosts", cached)
+        return list(cached)
 
 
 def selection(

@@ -301,9 +301,7 @@ def verify_devices(published: Any, sel: DeviceSelection, name: str, *, log_tail:
         rep.seconds = round(time.monotonic() - t0, 1)
         return rep
 
-    from fleet.fanout import run_each as _run
-
-    for o in _run(jobs, one, sel.forks, "verifying"):
+    for o in run_each(jobs, one, sel.forks, "verifying"):
         if not o.ok:
             rep = o.item[0]
             rep.result = "unreachable" if o.error.__class__.__module__ == "fleet.ssh" else "failed"

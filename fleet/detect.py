@@ -65,12 +65,9 @@ from fleet.platform import (
 
 __all__ = ["Detection", "detect", "FACT_KEYS"]
 
-#: The fact keys detect() reads (the probe's schema, shared/cases/README.md).
-FACT_KEYS = (
-    "uname_s", "uname_m", "uname_r", "getconf_long_bit", "elf_header", "dpkg_arch",
-    "apk_arch", "opkg_arch", "rpm_arch", "cpuinfo", "os_release", "lscpu", "engine_arch",
-    "engine_os", "engine_version", "engine_info_arch", "page_size", "engine_error",
-)
+#: The fact keys detect() reads: the probe's schema (shared/cases/README.md), defined once
+#: where the probe produces them.
+from fleet.facts import FACT_KEYS  # noqa: E402
 
 _BIG_ENDIAN = {"mips", "mips64", "ppc64", "ppc", "s390x", "s390", "sparc", "sparc64", "armbe", "arm64be"}
 _64_BIT = {"amd64", "arm64", "mips64", "mips64le", "ppc64", "ppc64le", "s390x", "riscv64", "loong64", "sparc64"}
