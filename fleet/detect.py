@@ -53,20 +53,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from fleet.platform import (
-    EM_NAMES,
+from fleet.devicearch import (
     KernelArch,
-    Platform,
     UserlandArch,
+    arm_core_level,
+    cpuinfo_arch_level,
     elf_platform,
     kernel_arch,
     package_arch,
 )
+from fleet.elf import ElfError, parse_header_hex
+from fleet.platform import Platform
 
 __all__ = ["Detection", "detect", "FACT_KEYS"]
 
-#: The fact keys detect() reads: the probe's schema (shared/cases/README.md), defined once
-#: where the probe produces them.
+#: The fact keys detect() reads: the probe's schema, defined once where the probe
+#: produces them.
 from fleet.facts import FACT_KEYS  # noqa: E402
 
 _BIG_ENDIAN = {"mips", "mips64", "ppc64", "ppc", "s390x", "s390", "sparc", "sparc64", "armbe", "arm64be"}
@@ -148,15 +150,6 @@ class _CpuInfo:
     note: str
 
 
-# containerd cpuinfo_linux.go getCPUVariant value table ("CPU architecture" -> level).
-_CPU_ARCH_LEVEL = {
-    "8": 8, "aarch64": 8,
-    "7": 7, "7m": 7, "?(12)": 7, "?(13)": 7, "?(14)": 7, "?(15)": 7, "?(16)": 7, "?(17)": 7,
-    "6": 6, "6tej": 6,
-    "5": 5, "5t": 5, "5te": 5, "5tej": 5,
-}
-
-
 def _parse_cpuinfo(text: str) -> _CpuInfo:
     pairs = _kv_lines(text)
     raw_arch = _first(pairs, "cpu architecture")
@@ -171,7 +164,7 @@ def _parse_cpuinfo(text: str) -> _CpuInfo:
     if not is_arm:
         return _CpuInfo(None, False, False, model, None, "not an ARM /proc/cpuinfo")
     format32 = bool(model and model.startswith("ARMv"))
-    level = _CPU_ARCH_LEVEL.get((raw_arch or "").lower())
+    level = cpuinfo_arch_level(raw_arch or "")
     note = f"CPU architecture {raw_arch}" if raw_arch else "no CPU architecture line"
     if model:
         note += f", model name {model!r}"
@@ -194,26 +187,14 @@ def _parse_cpuinfo(text: str) -> _CpuInfo:
 
 def _parse_elf(text: str) -> tuple[UserlandArch | None, str | None, str | None]:
     """(userland, evidence, warning) from the hex of an ELF header's first 20 bytes."""
-    hexstr = re.sub(r"\s+", "", text).lower()
-    if hexstr.startswith("0x"):
-        hexstr = hexstr[2:]
-    if not re.fullmatch(r"[0-9a-f]*", hexstr) or len(hexstr) % 2:
-        return None, None, f"elf_header ignored: not hex ({text[:40]!r})"
-    data = bytes.fromhex(hexstr)
-    if len(data) < 20:
-        return None, None, f"elf_header ignored: {len(data)} bytes, need 20"
-    if data[:4] != b"\x7fELF":
-        return None, None, "elf_header ignored: no ELF magic (7f 45 4c 46)"
-    if data[4] not in (1, 2) or data[5] not in (1, 2):
-        return None, None, f"elf_header ignored: bad EI_CLASS {data[4]} / EI_DATA {data[5]}"
-    bits = 32 if data[4] == 1 else 64
-    endian = "little" if data[5] == 1 else "big"
-    machine = int.from_bytes(data[18:20], endian)
-    name = EM_NAMES.get(machine, f"e_machine {machine}")
-    desc = f"elf_header: ELF{bits} {endian}-endian {name}"
-    userland = elf_platform(machine, bits, endian)
+    try:
+        header = parse_header_hex(text)
+    except ElfError as e:
+        return None, None, f"elf_header ignored: {e}"
+    desc = f"elf_header: {header.description}"
+    userland = elf_platform(header.machine, header.bits, header.endianness)
     if userland is None:
-        return None, desc, f"elf_header: ELF{bits} {endian}-endian {name} has no OCI platform"
+        return None, desc, f"elf_header: {header.description} has no OCI platform"
     return userland, desc, None
 
 
@@ -230,15 +211,6 @@ def _opkg_arch(text: str) -> str | None:
         return best[1]
     words = text.split()
     return words[0] if len(words) == 1 else None
-
-
-# lscpu "Model name" of ARM cores -> architecture level (ARM core documentation).
-_ARM_CORE_LEVEL = (
-    (re.compile(r"arm1176|arm1136|arm11", re.I), 6),
-    (re.compile(r"arm926|arm946|xscale|feroceon", re.I), 5),
-    (re.compile(r"cortex-a(5|7|8|9|12|15|17)\b", re.I), 7),
-    (re.compile(r"cortex-a\d\d|neoverse|cortex-x", re.I), 8),
-)
 
 
 # ------------------------------------------------------------------------------ detect
@@ -308,11 +280,9 @@ def detect(facts: Mapping[str, Any]) -> Detection:
     if karch and karch.arm_level is not None:
         levels.append((karch.arm_level, machine_src[0]))
     lscpu_model = _first(lscpu, "model name")
-    if lscpu_model:
-        for pattern, level in _ARM_CORE_LEVEL:
-            if pattern.search(lscpu_model):
-                levels.append((level, f"lscpu model {lscpu_model}"))
-                break
+    core_level = arm_core_level(lscpu_model) if lscpu_model else None
+    if core_level is not None:
+        levels.append((core_level, f"lscpu model {lscpu_model}"))
     cpu_level = min(levels)[0] if levels else None
 
     # The engine's own platform (containerd DefaultSpec: GOARCH + cpuinfo variant).
@@ -323,8 +293,13 @@ def detect(facts: Mapping[str, Any]) -> Detection:
         if engine_user is None:
             d.warnings.append(f"engine_arch {engine_arch!r} is not a known Go architecture")
         else:
-            d.engine_platform = _engine_platform(engine_user.platform, cpu, karch)
-            d.evidence.append(f"engine: {d.engine_platform} (Server.Arch {engine_arch})")
+            d.engine_platform = _engine_platform(engine_user.platform, cpu, d.kernel_machine)
+            if d.engine_platform is None:
+                seen = f"CPU architecture {cpu.raw_arch}" if cpu and cpu.raw_arch else f"machine {d.kernel_machine}"
+                d.warnings.append(f"engine platform not predicted: containerd reads {seen} as an ARM "
+                                  f"variant no index entry carries")
+            else:
+                d.evidence.append(f"engine: {d.engine_platform} (Server.Arch {engine_arch})")
 
     # 1-4. Userland sources, in decision order.
     sources: list[tuple[str, UserlandArch]] = []
@@ -421,20 +396,32 @@ def _is_raspbian(os_release: str) -> bool:
     return "raspbian" in ids
 
 
-def _engine_platform(p: Platform, cpu: _CpuInfo | None, karch: KernelArch | None) -> Platform:
+def _engine_platform(p: Platform, cpu: _CpuInfo | None, machine: str | None) -> Platform | None:
     """containerd DefaultSpec: the variant from cpuinfo "CPU architecture" (ARMv6 quirk),
-    falling back to the kernel machine string (cpuinfo_linux.go)."""
+    falling back to the kernel machine string (cpuinfo_linux.go ``getArmCPUVariant``,
+    ``getCPUVariantFromArch``).
+
+    None (no prediction) where containerd's answer is a variant no index entry carries:
+    "CPU architecture" 4/4T (arm/v4), 3 (arm/v3), a value it calls "unknown" (9, ?(18)), or
+    the same from the machine string (armv4tl): better to predict nothing than an entry the
+    engine would not take.
+    """
     if p.architecture != "arm":
         return p
-    level = None
     if cpu and cpu.raw_arch:
-        level = _CPU_ARCH_LEVEL.get(cpu.raw_arch.lower())
-        if level == 7 and cpu.model and cpu.model.startswith("ARMv6-compatible"):
+        level = cpuinfo_arch_level(cpu.raw_arch)
+        if level == 7 and cpu.model and cpu.model.lower().startswith("armv6-compatible"):
             level = 6
-    if level is None and karch is not None:
-        level = karch.arm_level
+    elif machine:
+        m = machine.strip().lower()
+        level = 8 if m == "aarch64" else int(m[4]) if re.match(r"^armv[3-8]", m) else None
+    else:
+        # engines before containerd's machine-string fallback read no variant at all: a
+        # bare "linux/arm", which normalizes to v7 (the lab's armhf engine on an x86
+        # /proc/cpuinfo: "no matching manifest for linux/arm")
+        return Platform(p.os, "arm")
     if level is None or level < 5:
-        return Platform(p.os, "arm")  # "linux/arm" normalizes to v7 (lab: "no matching manifest for linux/arm")
+        return None
     return Platform(p.os, "arm", f"v{level}")
 
 

@@ -2,7 +2,7 @@
 
 It speaks the wire protocol and nothing else: references, auth (anonymous, Basic, Bearer
 tokens), manifests, blobs, cross-repository mounts and retries. Publishing an image index
-and planning which child a device gets sit above it (``fleet.index``, the publish stage).
+and planning which child a device gets sit above it (``fleet.publish.index``, the publish stage).
 
 Rules and where they come from:
 

@@ -48,7 +48,7 @@ LABEL = {
     "playbook": "io.fleet.playbook",
     "reference": "io.fleet.reference",
     "repository": "io.fleet.repository",
-    "index": "io.fleet.index-digest",
+    "index": "io.fleet.publish.index-digest",
     "manifest": "io.fleet.manifest-digest",
     "config": "io.fleet.config-digest",
     "platform": "io.fleet.platform",

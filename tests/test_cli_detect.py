@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.shared_cases import shared_dir
+from tests.cases import CASES_DIR
 
 FLEET = Path(sys.executable).parent / "fleet"
 
@@ -79,10 +79,10 @@ def test_single_wrapped_object_json_file(tmp_path):
     assert doc[0]["detection"]["platform"] == "linux/mips" and doc[0]["detection"]["endianness"] == "big"
 
 
-def test_shared_arch_cases_file_exit_1(tmp_path):
-    # The shared case file itself is a list of {id, facts, expected}: facts are read, the
+def test_arch_cases_file_exit_1(tmp_path):
+    # The case file itself is a list of {id, facts, expected}: facts are read, the
     # cases with null expectations make the exit status 1.
-    cases = shared_dir() / "cases" / "arch-facts.yaml"
+    cases = CASES_DIR / "arch-facts.yaml"
     r = run(str(cases), "--json")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)

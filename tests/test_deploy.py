@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cliopts import selection
+from fleet.cli.options import selection
 from fleet.deploy import DeployHooks, DeployOptions
-from fleet.deploycmd import deploy
+from fleet.cli.deploy import deploy
 from fleet.lab.hello import EXAMPLE_DIR, prepare_context
 from fleet.lab.state import LabPaths
 from fleet.platform import Platform
@@ -296,7 +296,7 @@ def test_index_lacking_a_device_platform_fails_before_any_device_is_touched(st: 
 def test_wrong_child_pushed_around_fleets_checks_is_caught(st: State):
     """An index whose arm64 entry holds the amd64 image, pushed with fleet.registry directly
     (publish would refuse it): deploy refuses to start it, verify refuses the index."""
-    from fleet.index import DOCKER_MANIFEST_LIST, IndexEntry, build_index
+    from fleet.publish.index import DOCKER_MANIFEST_LIST, IndexEntry, build_index
     from fleet.playbook import RegistrySettings
     from fleet.publish import PublishedEntry, PublishResult, registry_client
 

@@ -1,4 +1,4 @@
-"""fleet.detect: every shared device case, the lab's board profiles and edge cases.
+"""fleet.detect: every real device case, the lab's board profiles and edge cases.
 
 Device texts are real captures (tests/data/detect/README.md says which are not).
 """
@@ -12,7 +12,7 @@ import pytest
 
 from fleet.detect import detect
 from fleet.platform import Platform
-from tests.shared_cases import load_cases
+from tests.cases import load_cases
 
 DATA = Path(__file__).parent / "data" / "detect"
 ELF = dict(line.split(":", 1) for line in (DATA / "elf-headers.txt").read_text().splitlines() if line.strip())
@@ -24,13 +24,13 @@ RASPBIAN = (DATA / "os-release-raspbian-10.txt").read_text()
 ARCH_CASES = load_cases("arch-facts.yaml")
 
 
-def test_all_shared_cases_loaded():
+def test_all_cases_loaded():
     assert len(ARCH_CASES) >= 14
     assert all("facts" in c and "expected" in c for c in ARCH_CASES)
 
 
 @pytest.mark.parametrize("case", ARCH_CASES, ids=[c["id"] for c in ARCH_CASES])
-def test_shared_arch_case(case):
+def test_arch_case(case):
     d = detect(case["facts"])
     expected = case["expected"]["platform"]
     if expected is None:
@@ -258,3 +258,40 @@ def test_to_dict_shape():
         "engine_platform": None, "evidence": d["evidence"], "warnings": [], "error": None,
     }
     assert json.loads(json.dumps(d)) == d
+
+
+# containerd cpuinfo_linux.go getArmCPUVariant: "CPU architecture" 4/4T -> arm/v4, 3 -> arm/v3,
+# anything outside its table -> "unknown"; no index entry carries those variants, so fleet
+# predicts no engine platform rather than a wrong one (issue: conformance with containerd's
+# platform tables).
+@pytest.mark.parametrize("cpu_arch, machine", [("4T", "armv4tl"), ("4", "armv4l"), ("3", "armv3l"),
+                                               ("9", "armv7l"), ("?(18)", "armv7l")])
+def test_engine_platform_not_predicted_for_variants_containerd_cannot_match(cpu_arch, machine):
+    cpuinfo = f"model name\t: ARM core\nCPU architecture: {cpu_arch}\n"
+    d = detect({"engine_arch": "arm", "uname_m": machine, "cpuinfo": cpuinfo})
+    assert d.engine_platform is None
+    assert any("engine platform not predicted" in w for w in d.warnings)
+
+
+def test_engine_platform_from_machine_string_when_cpuinfo_has_no_architecture_line():
+    # containerd falls back to uname's machine: armvNx -> vN, aarch64 -> v8, other -> unknown
+    d = detect({"engine_arch": "arm", "dpkg_arch": "armhf", "uname_m": "armv6l"})
+    assert str(d.engine_platform) == "linux/arm/v6"
+    d = detect({"engine_arch": "arm", "dpkg_arch": "armhf", "uname_m": "aarch64"})
+    assert str(d.engine_platform) == "linux/arm/v8"
+    d = detect({"engine_arch": "arm", "dpkg_arch": "armel", "uname_m": "armv4tl"})
+    assert d.engine_platform is None
+
+
+def test_arm_core_table_is_one_for_opkg_and_lscpu():
+    from fleet.devicearch import arm_core_level, package_arch
+
+    # ARM11 MPCore is ARMv6K (ARM DDI 0360), also as an OpenWrt opkg CPU suffix
+    assert arm_core_level("arm_mpcore") == 6
+    assert str(package_arch("opkg", "arm_mpcore_vfp").platform) == "linux/arm/v6"
+    # a 32-bit OpenWrt userland built for a Cortex-A53 (ARMv8) core is arm/v7; lscpu's model
+    # name of the same core says ARMv8
+    assert str(package_arch("opkg", "arm_cortex-a53_neon-vfpv4").platform) == "linux/arm/v7"
+    assert arm_core_level("Cortex-A53") == 8
+    assert str(package_arch("opkg", "arm_cortex-a7_neon-vfpv4").platform) == "linux/arm/v7"
+    assert str(package_arch("opkg", "arm_arm926ej-s").platform) == "linux/arm/v5"

@@ -1,4 +1,4 @@
-"""fleet.index: every case of shared/cases/index-cases.yaml, plus index building and ELF
+"""fleet.publish.index: every case of tests/data/cases/index-cases.yaml, plus index building and ELF
 checks on Debian's real static busybox binaries (armel, armhf, arm64, amd64, s390x)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.index import (
+from fleet.publish.index import (
     ATTESTATION_ANNOTATION,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -33,9 +33,9 @@ from fleet.index import (
 from fleet.platform import Platform
 
 from tests.busybox_cache import fetch_busybox
-from tests.shared_cases import load_cases
+from tests.cases import load_cases
 
-# Loaded at collection: <repo>/../shared/cases/index-cases.yaml or $FLEET_SHARED_DIR.
+# Loaded at collection from tests/data/cases/index-cases.yaml.
 CASES = load_cases("index-cases.yaml")
 
 

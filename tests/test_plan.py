@@ -1,4 +1,4 @@
-"""Planning a publish (fleet.plan): pure logic on the shared real-device cases, plus the
+"""Planning a publish (fleet.plan): pure logic on the real-device cases, plus the
 `fleet plan` CLI without devices (explicit --platform lists)."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import pytest
 
 from fleet.detect import Detection, detect
 from fleet.errors import InputFileError, UsageError
-from fleet.index import IndexRefused
+from fleet.publish.index import IndexRefused
 from fleet.platform import Platform
 from fleet.plan import canonical_order, engine_is_legacy, make_plan
 from fleet.playbook import BuildSource, NativeSource, PickSource, Playbook, RegistrySettings, load_playbook
 from fleet.publish import _norm, _resolve, _run_targets
-from fleet.sources import Child, build_args_for, classic_builder_hint, platform_tag, push_stream_errors
-from tests.shared_cases import load_cases
+from fleet.publish.sources import Child, build_args_for, classic_builder_hint, platform_tag, push_stream_errors
+from tests.cases import load_cases
 
 P = Platform.parse
 INDEX_CASES = {c["id"]: c for c in load_cases("index-cases.yaml")}
@@ -38,7 +38,7 @@ def _det(platform: str | None, engine: str | None = None, error: str | None = No
     return Detection(platform=p, engine_platform=P(engine) if engine else p, error=error)
 
 
-# ------------------------------------------------------------------ shared index cases
+# ------------------------------------------------------------------ index cases
 
 # Cases about which entry a device receives (the others are publish refusals, below).
 PLAN_CASES = ["AC-01", "AC-11", "AC-25", "AC-27", "AC-30", "AC-31"]
@@ -115,7 +115,7 @@ def test_ac05_duplicate_platform_is_refused(tmp_path):
 
 
 def _lab_like() -> dict[str, Detection]:
-    """The lab fleet's decisions, from the shared cases' real device facts where they exist."""
+    """The lab fleet's decisions, from the real device cases' facts where they exist."""
     return {
         "pi-zero": _det("linux/arm/v6"),
         "pi3-32": _det("linux/arm/v7"),

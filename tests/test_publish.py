@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.index import DOCKER_MANIFEST_LIST, OCI_INDEX, IndexEntry, IndexRefused, build_index
+from fleet.publish.index import DOCKER_MANIFEST_LIST, OCI_INDEX, IndexEntry, IndexRefused, build_index
 from fleet.lab.hello import prepare_context
 from fleet.lab.state import LabPaths
 from fleet.platform import Platform
@@ -27,7 +27,7 @@ from fleet.playbook import RegistrySettings, load_playbook
 from fleet.plan import make_plan
 from fleet.publish import assemble, publish, read_published, registry_client
 from fleet.registry import NotFound, Reference
-from fleet.sources import Child, build_local
+from fleet.publish.sources import Child, build_local
 from tests.labfixture import Lab
 from tests.registry_fixtures import REGISTRY_PASSWORD, REGISTRY_USER
 
@@ -321,6 +321,6 @@ def test_pick_keeps_attestation_entries_and_never_plans_them(published):
     assert index["manifests"][1]["platform"] == {"architecture": "unknown", "os": "unknown"}
     # an arm64 device is planned onto the image, never onto the attestation
     from fleet.detect import Detection
-    from fleet.index import parse_index, plan_device
+    from fleet.publish.index import parse_index, plan_device
     assert plan_device(P("linux/arm64"), parse_index(json.dumps(index))) == 0
     assert make_plan(playbook, {"d": Detection(platform=P("linux/arm64"))}).devices[0].entry_platform == P("linux/arm64")

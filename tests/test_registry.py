@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from fleet.errors import UsageError
-from fleet.index import (
+from fleet.publish.index import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,

@@ -4,7 +4,7 @@ Per device (:func:`deploy_device`), in this order, so that a failure at any step
 the device running what it ran before:
 
 1. **Unchanged?** If the app's container already runs this index's planned child with the
-   same container settings (labels ``io.fleet.index-digest``, ``io.fleet.config-digest``,
+   same container settings (labels ``io.fleet.publish.index-digest``, ``io.fleet.config-digest``,
    ``io.fleet.spec``) and passes verification, nothing is touched ("unchanged").
 2. **Space.** Unless the image is already present, the free space of the engine's data root
    (``docker info`` DockerRootDir, then ``df -Pk`` on the device) must hold the child:

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from fleet.errors import FleetError, UsageError
-from fleet.index import (
+from fleet.publish.index import (
     INDEX_TYPES,
     IndexEntry,
     MANIFEST_TYPES,

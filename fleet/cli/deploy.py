@@ -1,5 +1,5 @@
 """``fleet deploy`` and ``fleet verify``: glue between the CLI, the probe and plan
-(:func:`fleet.publishcmd.build_plan`), :func:`fleet.publish.publish`, the per-device rollout
+(:func:`fleet.cli.plan.build_plan`), :func:`fleet.publish.publish`, the per-device rollout
 (:mod:`fleet.deploy`) and verification (:mod:`fleet.verify`).
 
 ``deploy`` = probe -> plan -> publish -> per device (pull by digest, verify, run, health,
@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from fleet.cliopts import DeviceSelection
+from fleet.cli.options import DeviceSelection
 from fleet.deploy import (DeployHooks, DeployOptions, DeviceJob, DeviceReport, auth_for_devices, deploy_devices,
                           new_deployment_id)
 from fleet.errors import FleetError, UsageError
@@ -127,7 +127,7 @@ def deploy(playbook: Any, sel: DeviceSelection, *, check: bool = False, options:
     checks). A plan with errors returns ``ok`` False and ``errors`` before anything is
     published or any device is touched.
     """
-    from fleet.publishcmd import build_plan
+    from fleet.cli.plan import build_plan
     from fleet.ssh import target_for
 
     options = options or DeployOptions()
@@ -246,7 +246,7 @@ def verify_devices(published: Any, sel: DeviceSelection, name: str, *, log_tail:
     (:func:`fleet.verify.inspect_device`). Reports in inventory order."""
     from fleet.detect import detect
     from fleet.fanout import run_each
-    from fleet.probecmd import probe_devices
+    from fleet.cli.probe import probe_devices
     from fleet.ssh import connect, target_for
     from fleet.engine import Engine
     from fleet.verify import Expected, check_container, check_image, inspect_device, verdict

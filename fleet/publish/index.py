@@ -22,10 +22,11 @@ import io
 import json
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable, Mapping, Sequence
 
+from fleet.devicearch import elf_signature
+from fleet.elf import ARM_CPU_ARCH, ElfError, ElfHeader, arm_cpu_arch, parse_header
 from fleet.errors import FleetError
 from fleet.platform import Platform, PlatformError, choose, choose_legacy, compatible
 
@@ -278,34 +279,6 @@ def check_pull_path(media_type: str, serves: Iterable[str] | None = None,
 
 # --------------------------------------------------------------------------- ELF
 
-# OCI architecture -> (ELF class bits, data encoding, e_machine). ELF gABI / elf.h.
-_ELF_ARCH = {
-    "386": (32, "little", 3),
-    "amd64": (64, "little", 62),
-    "arm": (32, "little", 40),
-    "arm64": (64, "little", 183),
-    "ppc64": (64, "big", 21),
-    "ppc64le": (64, "little", 21),
-    "s390x": (64, "big", 22),
-    "riscv64": (64, "little", 243),
-    "mips": (32, "big", 8),
-    "mipsle": (32, "little", 8),
-    "mips64": (64, "big", 8),
-    "mips64le": (64, "little", 8),
-    "loong64": (64, "little", 258),
-}
-_EM_NAMES = {3: "x86 (i386)", 8: "MIPS", 21: "PowerPC64", 22: "IBM S/390", 40: "ARM",
-             62: "x86-64", 183: "AArch64", 243: "RISC-V", 258: "LoongArch"}
-# ARM ELF ABI addenda (IHI 0045) Tag_CPU_arch codes -> (name, OCI arm level it needs).
-_ARM_CPU_ARCH = {
-    0: ("pre-v4", 5), 1: ("v4", 5), 2: ("v4T", 5), 3: ("v5T", 5), 4: ("v5TE", 5),
-    5: ("v5TEJ", 5), 6: ("v6", 6), 7: ("v6KZ", 6), 8: ("v6T2", 6), 9: ("v6K", 6),
-    10: ("v7", 7), 11: ("v6-M", 6), 12: ("v6S-M", 6), 13: ("v7E-M", 7), 14: ("v8-A", 8),
-    15: ("v8-R", 8), 16: ("v8-M.baseline", 8), 17: ("v8-M.mainline", 8), 18: ("v8.1-A", 8),
-    19: ("v8.2-A", 8), 20: ("v8.3-A", 8), 21: ("v8.1-M.mainline", 8), 22: ("v9-A", 9),
-}
-
-
 @dataclass(frozen=True)
 class ElfInfo:
     """What an ELF header (and, for 32-bit ARM, its build attributes) says.
@@ -324,45 +297,8 @@ class ElfInfo:
 
     @property
     def description(self) -> str:
-        name = _EM_NAMES.get(self.machine, f"e_machine {self.machine}")
-        text = f"ELF{self.bits} {self.endianness}-endian {name}"
+        text = ElfHeader(self.bits, self.endianness, self.machine).description
         return text + (f" (Tag_CPU_arch {self.arm_arch})" if self.arm_arch else "")
-
-
-def _read_header(data: bytes) -> tuple[int, str, int]:
-    if len(data) < 20 or data[:4] != b"\x7fELF":
-        raise IndexRefused([Problem("elf-mismatch", "not an ELF file (no \\x7fELF magic or "
-                                                    "shorter than 20 bytes)")])
-    bits = {1: 32, 2: 64}.get(data[4])
-    endian = {1: "little", 2: "big"}.get(data[5])
-    if bits is None or endian is None:
-        raise IndexRefused([Problem("elf-mismatch", f"ELF header with invalid class {data[4]} "
-                                                    f"or data encoding {data[5]}")])
-    (machine,) = struct.unpack("<H" if endian == "little" else ">H", data[18:20])
-    return bits, endian, machine
-
-
-def _arm_cpu_arch(stream: BinaryIO) -> tuple[int | None, str | None]:
-    """Tag_CPU_arch from the .ARM.attributes section via pyelftools (None if absent)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        elf = ELFFile(stream)
-        section = elf.get_section_by_name(".ARM.attributes")
-        if section is None:
-            return None, "no .ARM.attributes section: ARM architecture level not verified"
-        code = None
-        for sub in section.iter_subsections():
-            for subsub in sub.iter_subsubsections():
-                for attr in subsub.iter_attributes():
-                    if attr.tag == "TAG_CPU_ARCH":
-                        code = int(attr.value)
-        if code is None:
-            return None, "no Tag_CPU_arch build attribute: ARM architecture level not verified"
-        return code, None
-    except (ELFError, struct.error, ValueError) as e:
-        return None, f"ELF sections unreadable ({e}): ARM architecture level not verified"
 
 
 def check_elf(entry_platform: Platform, elf: bytes | str | os.PathLike | BinaryIO) -> ElfInfo:
@@ -385,9 +321,13 @@ def check_elf(entry_platform: Platform, elf: bytes | str | os.PathLike | BinaryI
         stream = elf
     stream.seek(0)
     head = stream.read(64)
-    bits, endian, machine = _read_header(head)
+    try:
+        header = parse_header(head)
+    except ElfError as e:
+        raise IndexRefused([Problem("elf-mismatch", f"not an ELF file: {e}")]) from None
+    bits, endian, machine = header.bits, header.endianness, header.machine
     info = ElfInfo(bits, endian, machine)
-    want = _ELF_ARCH.get(entry_platform.architecture)
+    want = elf_signature(entry_platform.architecture)
     if want is None:
         raise IndexRefused([Problem("elf-mismatch", f"entry {entry_platform}: no ELF rule for "
                                                     f"architecture {entry_platform.architecture!r}")])
@@ -399,10 +339,10 @@ def check_elf(entry_platform: Platform, elf: bytes | str | os.PathLike | BinaryI
             f"{wanted}")])
     if entry_platform.architecture != "arm":
         return info
-    code, note = _arm_cpu_arch(stream)
+    code, note = arm_cpu_arch(stream)
     if code is None:
         return ElfInfo(bits, endian, machine, notes=(note,) if note else ())
-    name, level = _ARM_CPU_ARCH.get(code, (f"code {code}", 9))
+    name, level = ARM_CPU_ARCH.get(code, (f"code {code}", 9))
     info = ElfInfo(bits, endian, machine, name, level)
     entry_level = int(entry_platform.variant[1:])
     if level > entry_level:

@@ -1,5 +1,5 @@
 """``fleet plan`` and ``fleet publish``: glue between the CLI, the probe fan-out
-(:func:`fleet.probecmd.probe_devices`), :func:`fleet.plan.make_plan` and
+(:func:`fleet.cli.probe.probe_devices`), :func:`fleet.plan.make_plan` and
 :func:`fleet.publish.publish`.
 
 Both load the playbook first (exit 2 on a mistake, naming file:line), then probe the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Sequence
 
-from fleet.cliopts import DeviceSelection
+from fleet.cli.options import DeviceSelection
 from fleet.errors import UsageError
 from fleet.output import emit_json, err, error, out, table
 from fleet.platform import Platform
@@ -46,7 +46,7 @@ def build_plan(playbook: Playbook, sel: DeviceSelection | None, platforms: Seque
     versions: dict[str, str | None] = {}
     probe_errors: dict[str, str] = {}
     if sel is not None:
-        from fleet.probecmd import probe_devices
+        from fleet.cli.probe import probe_devices
 
         for r in probe_devices(sel):
             if r.facts is None:

@@ -1,21 +1,21 @@
 """Publish one multi-arch tag: get each planned platform's image into the target repository
-(:mod:`fleet.sources`), check every child, then push ONE index under the playbook's tag.
+(:mod:`fleet.publish.sources`), check every child, then push ONE index under the playbook's tag.
 
-Checks before the index is pushed (each refusal raises :class:`fleet.index.IndexRefused`,
+Checks before the index is pushed (each refusal raises :class:`fleet.publish.index.IndexRefused`,
 exit 1, and nothing is tagged):
 
 * every child is an image manifest whose config declares the entry's os/architecture/
-  variant (:func:`fleet.index.check_config`: the "arm tag holding an amd64 image" of
+  variant (:func:`fleet.publish.index.check_config`: the "arm tag holding an amd64 image" of
   pi-hole/docker-pi-hole#735);
 * its content agrees: the layer tars are streamed from the registry and the ELF files are
-  checked with :func:`fleet.index.check_elf` (class, byte order, e_machine; for 32-bit ARM
+  checked with :func:`fleet.publish.index.check_elf` (class, byte order, e_machine; for 32-bit ARM
   the ``Tag_CPU_arch`` build attribute must not exceed the entry's variant, so an ARMv7
   binary labelled arm/v6 is refused: mpromonet/v4l2rtspserver#335). Checked: the
   entrypoint/cmd target resolved through the layers' symlinks, plus up to
   :data:`MAX_EXECUTABLES` other executable ELF files (the header of every executable ELF is
   checked anyway, since the layer is read through); non-ELF files are skipped;
 * the index itself: no duplicate platforms, no malformed variants, one media type family
-  (:func:`fleet.index.build_index`).
+  (:func:`fleet.publish.index.build_index`).
 
 The index media type follows the children (Docker manifest list for Docker v2 schema2
 children, OCI index for OCI ones; mixing refused), unless ``media_type`` overrides it.
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from fleet.errors import FleetError, UsageError
-from fleet.index import (
+from fleet.publish.index import (
     INDEX_TYPES,
     OCI_INDEX,
     MANIFEST_TYPES,
@@ -50,7 +50,7 @@ from fleet.platform import Platform
 from fleet.playbook import BuildSource, NativeSource, PickSource, Playbook, RegistrySettings
 from fleet.plan import Plan
 from fleet.registry import Reference, RegistryClient, credentials_from_env
-from fleet.sources import Child, build_local, build_native, pick_index, pick_refs
+from fleet.publish.sources import Child, build_local, build_native, pick_index, pick_refs
 
 __all__ = ["PublishedEntry", "PublishResult", "publish", "read_published", "registry_client",
            "registry_credentials", "check_child", "ContentReport", "MAX_EXECUTABLES"]
@@ -430,7 +430,7 @@ def publish(playbook: Playbook, plan: Plan, *, media_type: str | None = None,
     ``native_session(device)``: opens an SSH session (context manager) to a builder device
     (native sources). ``client``: the target registry client (default: from the playbook's
     registry settings). Raises FleetError (exit 1) when the plan has errors, a source fails
-    (:class:`fleet.sources.SourceError`), a check refuses (:class:`IndexRefused`) or the
+    (:class:`fleet.publish.sources.SourceError`), a check refuses (:class:`IndexRefused`) or the
     registry refuses (:class:`fleet.registry.RegistryError`, AuthError for bad credentials).
     """
     if plan.errors:
@@ -507,7 +507,7 @@ def read_published(reference: str, settings: RegistrySettings | None = None, *,
         if m.media_type not in INDEX_TYPES:
             raise FleetError(f"{ref}: a single image manifest ({m.media_type}), not an image index")
         entries = parse_index(m.raw)
-        from fleet.index import check_index
+        from fleet.publish.index import check_index
         check_index(entries)
         published = []
         for e in entries:

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.cliopts import DeviceSelection
+from fleet.cli.options import DeviceSelection
 from fleet.detect import Detection, detect
 from fleet.errors import FleetError
 from fleet.facts import gather
 from fleet.fanout import Outcome, run_each
 from fleet.output import emit_json, out, table
-from fleet.platform import EM_NAMES
+from fleet.elf import ElfError, parse_header_hex
 
 __all__ = ["ProbeResult", "probe_devices", "run_probe", "run_facts", "userland_text"]
 
@@ -84,12 +84,10 @@ def userland_text(facts: dict[str, str], det: Detection) -> str | None:
     if det.endianness:
         parts.append("LE" if det.endianness == "little" else "BE")
     isa = None
-    hexed = "".join(facts.get("elf_header", "").split())
-    if len(hexed) >= 40:
+    if facts.get("elf_header"):
         try:
-            raw = bytes.fromhex(hexed[:40])
-            isa = EM_NAMES.get(int.from_bytes(raw[18:20], "little" if raw[5] == 1 else "big"))
-        except ValueError:
+            isa = parse_header_hex(facts["elf_header"]).machine_name
+        except ElfError:
             isa = None
     if isa is None and det.platform is not None:
         isa = det.platform.architecture

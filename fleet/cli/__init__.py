@@ -14,7 +14,7 @@ from typing import Callable
 import typer
 
 from fleet import __version__
-from fleet.cliopts import (
+from fleet.cli.options import (
     DEFAULT_TIMEOUT,
     AcceptNewOpt,
     ForksOpt,
@@ -61,7 +61,7 @@ def detect_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list of {host, detection} objects."),
 ) -> None:
     """Decide each device's OCI platform from recorded facts (exit 1 if any is undecided)."""
-    from fleet.detectcmd import run_detect
+    from fleet.cli.detect import run_detect
 
     try:
         code = run_detect(file, as_json)
@@ -82,7 +82,7 @@ def probe_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Probe devices over SSH and decide each one's OCI platform (exit 1 if any device failed or is undecided)."""
-    from fleet.probecmd import run_probe
+    from fleet.cli.probe import run_probe
 
     _run(lambda: run_probe(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json))
 
@@ -98,7 +98,7 @@ def facts_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Print each device's raw platform facts (--json: the input of `fleet detect FILE`)."""
-    from fleet.probecmd import run_facts
+    from fleet.cli.probe import run_facts
 
     _run(lambda: run_facts(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json))
 
@@ -124,7 +124,7 @@ def plan_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Show which platforms the tag will hold, who provides each, and which entry every device receives (exit 1 on any problem)."""
-    from fleet.publishcmd import run_plan
+    from fleet.cli.plan import run_plan
 
     _run(lambda: run_plan(playbook, _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout),
                           platform, as_json))
@@ -145,7 +145,7 @@ def publish_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Build or pick each platform's image, check it, and push ONE multi-arch tag (index)."""
-    from fleet.publishcmd import run_publish
+    from fleet.cli.plan import run_publish
 
     _run(lambda: run_publish(playbook, _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout),
                              platform, media_type, as_json))
@@ -171,7 +171,7 @@ def deploy_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Probe, plan, publish ONE tag, then on every device: pull it by digest, verify the child is its own platform's, run it, health-check it, roll back on failure (exit 0 only if every device verified)."""
-    from fleet.deploycmd import run_deploy
+    from fleet.cli.deploy import run_deploy
 
     _run(lambda: run_deploy(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
                             check=check, as_json=as_json, min_free_mib=min_free, report_directory=report_directory))
@@ -191,7 +191,7 @@ def verify_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Check that every device runs the index entry planned for its platform: config digest, platform, layers, running container (exit 0 only if all verified)."""
-    from fleet.deploycmd import run_verify
+    from fleet.cli.deploy import run_verify
 
     _run(lambda: run_verify(what, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
                             name=name, as_json=as_json, report_directory=report_directory))
