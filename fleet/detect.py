@@ -325,7 +325,7 @@ def detect(facts: Mapping[str, Any]) -> Detection:
             continue
         if manager == "dpkg" and name == "armhf" and raspbian:
             # Raspbian's armhf is ARMv6+VFP2, unlike Debian's ARMv7 armhf (moby/moby#41017).
-            ua = UserlandArch(ua.platform, 32, "little", 7, 6, f"dpkg armhf: Raspbian 32-bit ARMv6 hard-float userland")
+            ua = UserlandArch(ua.platform, 32, "little", 7, 6, "dpkg armhf: Raspbian 32-bit ARMv6 hard-float userland")
         d.evidence.append(f"{key}: {ua.description.split(': ', 1)[1]} ({name})")
         sources.append((key, ua))
     if engine_user:

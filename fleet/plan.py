@@ -19,6 +19,9 @@ Rules:
   ``explicit_platform`` is True and deploy pulls with ``--platform``.
 * A device with no platform decided, or with no compatible entry, is an error: nothing is
   pushed (``Plan.errors``; the CLI exits 1).
+
+:func:`choose_entry` is the one place that picks a device's entry: planning a publish,
+deploying it and verifying a published index all go through :func:`plan_devices`.
 """
 
 from __future__ import annotations
@@ -28,10 +31,47 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from fleet.detect import Detection
+from fleet.errors import FleetError
 from fleet.platform import Platform, choose, choose_legacy, compatible
 from fleet.playbook import BuildSource, NativeSource, PickSource, Playbook
 
-__all__ = ["DevicePlan", "Plan", "make_plan", "canonical_order", "engine_is_legacy"]
+__all__ = ["DevicePlan", "Plan", "make_plan", "plan_devices", "choose_entry", "NoMatchingEntry",
+           "canonical_order", "engine_is_legacy"]
+
+
+class NoMatchingEntry(FleetError):
+    """No entry of the index is one a device of that platform can run (exit code 1)."""
+
+    def __init__(self, device: Platform, reason: str):
+        self.device = device
+        super().__init__(reason)
+
+
+def choose_entry(device: Platform, entries: Sequence[Platform | None], *, legacy: bool = False,
+                 labels: Sequence[str] | None = None, planned: bool = False) -> int:
+    """0-based index of the entry a device of platform ``device`` must get.
+
+    ``entries``: the index's platforms in index order (None for attestation and malformed
+    entries, which are never candidates). Follows containerd ``Only()``
+    (:func:`fleet.platform.choose`), or Docker <= 20.10's matcher with ``legacy=True``
+    (:func:`fleet.platform.choose_legacy`). ``labels``: the entries as written in the
+    index, for the message; ``planned``: the index is not published yet (the message says
+    what it "would hold"). Raises :class:`NoMatchingEntry` naming the device platform, what
+    it accepts and what the index holds.
+    """
+    pick = (choose_legacy if legacy else choose)(device, entries)
+    if pick is not None:
+        return pick
+    labels = list(labels) if labels is not None else [str(e) for e in entries if e is not None]
+    accepted = ", ".join(str(p) for p in compatible(device))
+    held = ", ".join(lb for lb, e in zip(labels, entries) if e is not None) if len(labels) == len(entries) \
+        else ", ".join(labels)
+    bare_arm = [lb for lb, e in zip(labels, entries) if e is not None and e.architecture == "arm"
+                and len(lb.split("/")) < 3] if len(labels) == len(entries) else []
+    hint = (f" ({', '.join(bare_arm)} has no variant, which normalizes to arm/v7)"
+            if bare_arm and device.architecture in ("arm", "arm64") else "")
+    raise NoMatchingEntry(device, f"no entry a {device} device can run (it accepts {accepted}); "
+                                  f"the index {'would hold' if planned else 'holds'} {held or 'nothing'}{hint}")
 
 # Index order for ``platforms: auto``: the usual architectures first, and for 32-bit ARM
 # the HIGHEST variant first, because a Docker <= 20.10 engine without an exact match takes
@@ -73,7 +113,8 @@ class DevicePlan:
     will receive (containerd rules), None when none fits; ``engine_entry``: the entry its
     engine would pick by itself (None: none or unknown); ``explicit_platform``: True when
     ``engine_entry`` differs from ``entry_platform`` (deploy pulls with ``--platform``);
-    ``error``: why this device cannot be served, else None.
+    ``entry_index``: the position of its entry among the plan's platforms (the published
+    index's entries, in order); ``error``: why this device cannot be served, else None.
     """
 
     host: str
@@ -84,6 +125,7 @@ class DevicePlan:
     error: str | None = None
     engine_entry: Platform | None = None
     note: str | None = None
+    entry_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def s(p: Platform | None) -> str | None:
@@ -92,6 +134,7 @@ class DevicePlan:
         return {"host": self.host, "platform": s(self.platform),
                 "engine_platform": s(self.engine_platform), "entry_platform": s(self.entry_platform),
                 "engine_entry": s(self.engine_entry), "explicit_platform": self.explicit_platform,
+                "entry_index": self.entry_index,
                 "note": self.note, "error": self.error}
 
 
@@ -163,8 +206,6 @@ def make_plan(playbook: Playbook, detections: Mapping[str, Detection | None],
 
     Never raises for device problems: they land in :attr:`Plan.errors`.
     """
-    engine_versions = engine_versions or {}
-    probe_errors = probe_errors or {}
     if explicit_platforms:
         platforms = list(dict.fromkeys(explicit_platforms))
         mode = "explicit (--platform)"
@@ -183,26 +224,37 @@ def make_plan(playbook: Playbook, detections: Mapping[str, Detection | None],
             source_errors.append(problem)
         else:
             sources[p] = text  # type: ignore[assignment]
-    devices = [_plan_device(host, det, platforms, engine_versions.get(host), probe_errors.get(host))
-               for host, det in detections.items()]
+    devices = plan_devices(detections, platforms, engine_versions, probe_errors, planned=True)
     return Plan(tuple(platforms), sources, devices, source_errors, mode)
 
 
-def _plan_device(host: str, det: Detection | None, platforms: Sequence[Platform],
-                 engine_version: str | None, probe_error: str | None) -> DevicePlan:
+def plan_devices(detections: Mapping[str, Detection | None], platforms: Sequence[Platform | None],
+                 engine_versions: Mapping[str, str | None] | None = None,
+                 probe_errors: Mapping[str, str] | None = None, *, planned: bool = False) -> list[DevicePlan]:
+    """One :class:`DevicePlan` per host of ``detections`` (in its order) against an index
+    whose entries are ``platforms`` (None: an attestation or malformed entry); ``planned``:
+    that index is not published yet. Never raises for device problems: they land in
+    ``DevicePlan.error``."""
+    engine_versions = engine_versions or {}
+    probe_errors = probe_errors or {}
+    return [_plan_device(host, det, platforms, engine_versions.get(host), probe_errors.get(host), planned)
+            for host, det in detections.items()]
+
+
+def _plan_device(host: str, det: Detection | None, platforms: Sequence[Platform | None],
+                 engine_version: str | None, probe_error: str | None, planned: bool) -> DevicePlan:
     if det is None:
         return DevicePlan(host, None, error=f"not probed: {probe_error or 'no facts'}")
     dp = DevicePlan(host, det.platform, det.engine_platform)
     if det.platform is None:
         dp.error = f"undecided platform: {det.error or 'no platform facts'}"
         return dp
-    i = choose(det.platform, platforms)
-    if i is None:
-        accepted = ", ".join(str(p) for p in compatible(det.platform))
-        held = ", ".join(str(p) for p in platforms) or "nothing"
-        dp.error = (f"no entry a {det.platform} device can run (it accepts {accepted}); the "
-                    f"index would hold {held}")
+    try:
+        i = choose_entry(det.platform, platforms, planned=planned)
+    except NoMatchingEntry as exc:
+        dp.error = str(exc)
         return dp
+    dp.entry_index = i
     dp.entry_platform = platforms[i]
     if dp.entry_platform != det.platform:
         dp.note = f"receives {dp.entry_platform} (no {det.platform} entry)"
@@ -211,10 +263,11 @@ def _plan_device(host: str, det: Detection | None, platforms: Sequence[Platform]
         return dp
     legacy = engine_is_legacy(engine_version)
     picks = set()
-    for matcher in ((choose_legacy,) if legacy else (choose,) if legacy is False
-                    else (choose_legacy, choose)):
-        j = matcher(det.engine_platform, platforms)
-        picks.add(None if j is None else platforms[j])
+    for legacy_matcher in ((True,) if legacy else (False,) if legacy is False else (True, False)):
+        try:
+            picks.add(platforms[choose_entry(det.engine_platform, platforms, legacy=legacy_matcher)])
+        except NoMatchingEntry:
+            picks.add(None)
     engine_entry = next(iter(picks)) if len(picks) == 1 else None
     dp.engine_entry = engine_entry
     if picks != {dp.entry_platform}:

@@ -3,8 +3,8 @@
 The registry side is known from the publish (:class:`fleet.publish.PublishResult`): per
 platform the child manifest digest, config digest and layer diff IDs. The device side is
 what its engine holds (:mod:`fleet.engine`). The comparison is pure (:func:`check_image`,
-:func:`check_container`, :func:`crash_reason`, :func:`verdict`) and follows the
-store-independent recipe of library-notes.md section 1.7:
+:func:`check_container`, :func:`crash_reason`, :func:`verdict`) and identifies the
+child the same way on both image stores:
 
 * classic store (Docker <= 28 default): ``image inspect .Id`` must equal the planned CONFIG
   digest; it identifies the platform unambiguously.
@@ -18,46 +18,28 @@ store-independent recipe of library-notes.md section 1.7:
   132) or SIGSEGV (exit 139), which is how an ARMv7 binary dies on an ARMv6 board
   (balena-os/balena-engine#269, mpromonet/v4l2rtspserver#335).
 
-:func:`inspect_device` gathers the device side through an :class:`fleet.engine.Engine`.
+:func:`fleet.deploy.view.observe` gathers the device side through an
+:class:`fleet.engine.Engine`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from fleet.engine import ContainerState, Engine, EngineInfo, EngineVersion, ImageState
+from fleet.deploy.container import LABEL
+from fleet.engine import ContainerState, ImageState
 from fleet.platform import Platform
+from fleet.results import Result
 
 __all__ = [
-    "LABEL",
     "Expected",
     "Check",
-    "DeviceState",
     "check_image",
     "check_container",
     "crash_reason",
     "verdict",
-    "inspect_device",
 ]
-
-#: Container labels fleet records a deployment under (read back by verify and by the next
-#: deploy; ``previous-*`` hold the same keys of what ran before).
-LABEL = {
-    "deployment": "io.fleet.deployment",
-    "playbook": "io.fleet.playbook",
-    "reference": "io.fleet.reference",
-    "repository": "io.fleet.repository",
-    "index": "io.fleet.publish.index-digest",
-    "manifest": "io.fleet.manifest-digest",
-    "config": "io.fleet.config-digest",
-    "platform": "io.fleet.platform",
-    "spec": "io.fleet.spec",
-    "previous_deployment": "io.fleet.previous-deployment",
-    "previous_index": "io.fleet.previous-index-digest",
-    "previous_config": "io.fleet.previous-config-digest",
-    "previous_image": "io.fleet.previous-image",
-}
 
 # Exit statuses of a shell-started process killed by a signal are 128 + signal number.
 _SIGNAL_EXITS = {132: "SIGILL (illegal instruction: code built for a newer CPU than this one)",
@@ -101,24 +83,6 @@ class Check:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
-
-
-@dataclass
-class DeviceState:
-    """What a device's engine holds for one app: ``version``/``info`` of the engine, the
-    ``container`` (None: none of that name), the ``image`` it runs (None: unknown), and the
-    container's last log lines (``logs``)."""
-
-    version: EngineVersion | None
-    info: EngineInfo | None
-    container: ContainerState | None
-    image: ImageState | None
-    logs: str = ""
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def store(self) -> str:
-        return self.info.store if self.info else "classic"
 
 
 def _short(d: str | None) -> str:
@@ -242,43 +206,17 @@ def check_container(expected: Expected, container: ContainerState | None, image:
     return checks
 
 
-def verdict(checks: Sequence[Check]) -> tuple[str, str]:
-    """``(status, reason)`` from a device's checks: ``verified`` (no check failed),
+def verdict(checks: Sequence[Check]) -> tuple[Result, str]:
+    """``(result, reason)`` from a device's checks: ``verified`` (no check failed),
     ``missing`` (no container), ``drifted`` (it runs another image, index or platform than
     planned), ``crashed`` (the planned image, not running). ``reason`` joins the failures."""
     failed = [c for c in checks if c.ok is False]
     if not failed:
-        return "verified", ""
+        return Result.VERIFIED, ""
     reason = "; ".join(f"{c.name}: {c.detail}" for c in failed)
     names = {c.name for c in failed}
     if "container" in names:
-        return "missing", reason
+        return Result.MISSING, reason
     if names <= {"running"}:
-        return "crashed", reason
-    return "drifted", reason
-
-
-def inspect_device(engine: Engine, name: str, expected: Expected | None = None, *,
-                   tail: int = 10) -> DeviceState:
-    """Gather a device's side: engine version and info, the container ``name``, the image it
-    was created from, and its last ``tail`` log lines. On a containerd-store engine whose CLI
-    and API support it (API >= 1.49, docker/cli#5934), the image is inspected with
-    ``--platform`` of the planned entry so its fields describe that child."""
-    version = engine.version()
-    info = engine.info()
-    container = engine.container(name)
-    image = None
-    notes: list[str] = []
-    if container is not None:
-        ref = container.image_id or container.image_ref
-        if info.containerd_store and expected is not None and version.api_at_least("1.49"):
-            status, out, err = engine.run(["image", "inspect", "--platform", str(expected.platform), ref], check=False)
-            if status == 0:
-                from fleet.engine import parse_image
-                image = parse_image(out)
-            else:
-                notes.append(f"image inspect --platform failed: {(err or out).strip()[:120]}")
-        if image is None:
-            image = engine.image(ref)
-    logs = engine.logs(name, tail) if container is not None else ""
-    return DeviceState(version, info, container, image, logs, notes)
+        return Result.CRASHED, reason
+    return Result.DRIFTED, reason

@@ -1,15 +1,17 @@
-"""The ``fleet`` command line (typer).
+"""The ``fleet`` command line (typer). Parses options, calls :mod:`fleet.pipeline`, renders.
 
-Conventions (DEVELOPERS.md): a human table on stdout and progress on stderr; with
-``--json`` stdout holds exactly one JSON document. Exit status 0 all good, 1 a device or
-check failed, 2 bad input or usage (a message naming the file/line, device or reference;
-never a traceback).
+Conventions: a human table on stdout and progress on stderr; with ``--json`` stdout holds
+exactly one JSON document, also when the command fails (then ``{"error", "kind",
+"exit_status"}``). Exit status 0 all good, 1 a device or check failed, 2 bad input or
+usage (a message naming the file/line, device or reference; never a traceback), 130 when
+interrupted by Ctrl-C (what was gathered is still printed and saved). ``-v``/``-vv``/
+``-vvv`` send diagnostics to stderr (:mod:`fleet.log`); ``-h`` is ``--help``.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import typer
 
@@ -22,19 +24,25 @@ from fleet.cli.options import (
     JsonOpt,
     KnownHostsOpt,
     LimitOpt,
+    PlatformOpt,
+    ReportDirOpt,
     TimeoutOpt,
+    VerboseOpt,
     selection,
 )
 from fleet.errors import FleetError
-from fleet.fanout import DEFAULT_FORKS
-from fleet.output import error
+from fleet.fanout import DEFAULT_FORKS, INTERRUPTED_EXIT
+from fleet.output import emit_json, error
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     name="fleet",
     help="Deploy containerized apps to mixed-architecture IoT fleets, each device on its own platform's image.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
 
 from fleet.lab.cli import app as lab_app  # noqa: E402
@@ -55,23 +63,46 @@ def _root(
     """fleet: probe, publish, deploy and verify multi-arch images on device fleets."""
 
 
-@app.command("detect")
+def _kind(exc: FleetError) -> str:
+    """``usage`` (exit 2), ``interrupted`` (130) or ``failure`` (1), plus the error type."""
+    label = {2: "usage", INTERRUPTED_EXIT: "interrupted"}.get(exc.exit_code, "failure")
+    return f"{label}:{type(exc).__name__}"
+
+
+def _run(command: Callable[[], int], as_json: bool = False, verbose: int = 0) -> None:
+    """Run a command body with diagnostics at ``verbose``; map FleetError to its message
+    (and with ``as_json`` an error document on stdout) and exit status, never a traceback."""
+    from fleet.log import configure
+
+    configure(verbose)
+    try:
+        code = command()
+    except FleetError as exc:
+        if as_json:
+            emit_json({"error": str(exc), "kind": _kind(exc), "exit_status": exc.exit_code})
+        error(str(exc))
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if as_json:
+            emit_json({"error": "interrupted (Ctrl-C)", "kind": "interrupted", "exit_status": INTERRUPTED_EXIT})
+        error("interrupted (Ctrl-C)")
+        raise typer.Exit(INTERRUPTED_EXIT)
+    raise typer.Exit(code)
+
+
+@app.command("detect", context_settings=CONTEXT)
 def detect_cmd(
     file: str = typer.Argument(..., metavar="FILE", help="JSON or YAML: a facts object, {host, facts}, or a list of either."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON list of {host, detection} objects."),
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Decide each device's OCI platform from recorded facts (exit 1 if any is undecided)."""
     from fleet.cli.detect import run_detect
 
-    try:
-        code = run_detect(file, as_json)
-    except FleetError as exc:
-        error(str(exc))
-        raise typer.Exit(exc.exit_code)
-    raise typer.Exit(code)
+    _run(lambda: run_detect(file, as_json), as_json, verbose)
 
 
-@app.command("probe")
+@app.command("probe", context_settings=CONTEXT)
 def probe_cmd(
     inventory: InventoryOpt = [],
     limit: LimitOpt = None,
@@ -80,14 +111,16 @@ def probe_cmd(
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Probe devices over SSH and decide each one's OCI platform (exit 1 if any device failed or is undecided)."""
     from fleet.cli.probe import run_probe
 
-    _run(lambda: run_probe(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json))
+    _run(lambda: run_probe(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
+         as_json, verbose)
 
 
-@app.command("facts")
+@app.command("facts", context_settings=CONTEXT)
 def facts_cmd(
     inventory: InventoryOpt = [],
     limit: LimitOpt = None,
@@ -96,22 +129,20 @@ def facts_cmd(
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
-    """Print each device's raw platform facts (--json: the input of `fleet detect FILE`)."""
+    """Print each device's raw platform facts (--json: the input of `fleet detect FILE` and `fleet plan --facts FILE`)."""
     from fleet.cli.probe import run_facts
 
-    _run(lambda: run_facts(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json))
-
-
-PlatformOpt = typer.Option(None, "--platform", metavar="PLATFORM",
-                           help="Publish exactly these platforms (repeatable, e.g. linux/arm/v7), instead of the playbook's list or 'auto'.")
+    _run(lambda: run_facts(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
+         as_json, verbose)
 
 
 def _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout):
     return selection(inventory, limit, forks, known_hosts, accept_new, timeout) if inventory else None
 
 
-@app.command("plan")
+@app.command("plan", context_settings=CONTEXT)
 def plan_cmd(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook YAML file."),
     inventory: InventoryOpt = [],
@@ -120,17 +151,20 @@ def plan_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
-    platform: list[str] = PlatformOpt,
+    platform: PlatformOpt = None,
+    facts: Optional[str] = typer.Option(None, "--facts", metavar="FILE",
+                                        help="Plan from saved facts (`fleet facts --json`) instead of probing: no SSH."),
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Show which platforms the tag will hold, who provides each, and which entry every device receives (exit 1 on any problem)."""
     from fleet.cli.plan import run_plan
 
     _run(lambda: run_plan(playbook, _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                          platform, as_json))
+                          platform, as_json, facts=facts), as_json, verbose)
 
 
-@app.command("publish")
+@app.command("publish", context_settings=CONTEXT)
 def publish_cmd(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook YAML file."),
     inventory: InventoryOpt = [],
@@ -139,24 +173,20 @@ def publish_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
-    platform: list[str] = PlatformOpt,
-    media_type: str = typer.Option(None, "--media-type", metavar="TYPE",
-                                   help="Index media type (default: follows the children): application/vnd.oci.image.index.v1+json or application/vnd.docker.distribution.manifest.list.v2+json."),
+    platform: PlatformOpt = None,
+    media_type: Optional[str] = typer.Option(None, "--media-type", metavar="TYPE",
+                                             help="Index media type (default: follows the children): application/vnd.oci.image.index.v1+json or application/vnd.docker.distribution.manifest.list.v2+json."),
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Build or pick each platform's image, check it, and push ONE multi-arch tag (index)."""
     from fleet.cli.plan import run_publish
 
     _run(lambda: run_publish(playbook, _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                             platform, media_type, as_json))
+                             platform, media_type, as_json), as_json, verbose)
 
 
-# ============================================================ deploy / verify (deploy helper)
-ReportDirOpt = typer.Option(None, "--report-dir", metavar="DIR",
-                            help="Save the JSON report here (default $FLEET_REPORT_DIR, else $XDG_STATE_HOME/fleet/reports, i.e. ~/.local/state/fleet/reports).")
-
-
-@app.command("deploy")
+@app.command("deploy", context_settings=CONTEXT)
 def deploy_cmd(
     playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook YAML file."),
     inventory: InventoryOpt = [],
@@ -167,17 +197,19 @@ def deploy_cmd(
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     check: bool = typer.Option(False, "--check", help="Dry run: probe, plan and show what would be pulled and replaced where; publish nothing, change nothing."),
     min_free: float = typer.Option(32.0, "--min-free", metavar="MIB", help="Free MiB that must remain on a device's data root after the pull (the pull needs 3x the child's compressed size on top)."),
-    report_directory: str = ReportDirOpt,
+    report_directory: ReportDirOpt = None,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Probe, plan, publish ONE tag, then on every device: pull it by digest, verify the child is its own platform's, run it, health-check it, roll back on failure (exit 0 only if every device verified)."""
     from fleet.cli.deploy import run_deploy
 
     _run(lambda: run_deploy(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                            check=check, as_json=as_json, min_free_mib=min_free, report_directory=report_directory))
+                            check=check, as_json=as_json, min_free_mib=min_free, report_directory=report_directory),
+         as_json, verbose)
 
 
-@app.command("verify")
+@app.command("verify", context_settings=CONTEXT)
 def verify_cmd(
     what: str = typer.Argument(..., metavar="PLAYBOOK|REF", help="Playbook file (its image tag), or an image reference (tag or repo@digest)."),
     inventory: InventoryOpt = [],
@@ -186,32 +218,38 @@ def verify_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
-    name: str = typer.Option(None, "--name", metavar="CONTAINER", help="Container to check (default: the playbook's container.name, else the repository's last path component)."),
-    report_directory: str = ReportDirOpt,
+    name: Optional[str] = typer.Option(None, "--name", metavar="CONTAINER", help="Container to check (default: the playbook's container.name, else the repository's last path component)."),
+    report_directory: ReportDirOpt = None,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Check that every device runs the index entry planned for its platform: config digest, platform, layers, running container (exit 0 only if all verified)."""
-    from fleet.cli.deploy import run_verify
+    from fleet.cli.verify import run_verify
 
     _run(lambda: run_verify(what, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                            name=name, as_json=as_json, report_directory=report_directory))
-# ======================================================== end deploy / verify ============
-
-
-def _run(command: Callable[[], int]) -> None:
-    """Run a command body; map FleetError to its message and exit status (never a traceback)."""
-    try:
-        code = command()
-    except FleetError as exc:
-        error(str(exc))
-        raise typer.Exit(exc.exit_code)
-    raise typer.Exit(code)
+                            name=name, as_json=as_json, report_directory=report_directory), as_json, verbose)
 
 
 def main() -> None:
-    """Console-script entry point: runs the app and maps FleetError to its exit status."""
+    """Console-script entry point: runs the app; a usage error found by the option parser
+    (exit 2) also gives the ``--json`` error document."""
+    try:  # typer 0.29 vendors click; older typers use click itself
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover
+        from click import ClickException
+
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        if "--json" in sys.argv[1:]:
+            emit_json({"error": exc.format_message(), "kind": f"usage:{type(exc).__name__}",
+                       "exit_status": exc.exit_code})
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        error("interrupted (Ctrl-C)")
+        sys.exit(INTERRUPTED_EXIT)
     except FleetError as exc:  # raised outside a command body (e.g. in a callback)
         error(str(exc))
         sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,28 +1,24 @@
 """Command-line options shared by every command that works on devices of an inventory.
 
-``probe``, ``facts`` (and later ``plan``/``publish``/``deploy``/``verify``) take the same
-selection and SSH options, spelled as in Ansible where Ansible has them::
+Every fan-out command takes the same selection and SSH options, spelled as in Ansible
+where Ansible has them::
 
     -i/--inventory PATH (repeatable)   --limit/-l PATTERN   --forks/-f N
     --known-hosts PATH (repeatable)    --accept-new         --timeout S
 
 A command declares them with the ``Annotated`` aliases below and turns the values into a
-:class:`DeviceSelection` with :func:`selection`.
+:class:`fleet.selection.DeviceSelection` with :func:`selection`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from fleet.fanout import DEFAULT_FORKS
-
-if TYPE_CHECKING:  # fleet.ssh imports paramiko: keep `fleet --help` light
-    from fleet.inventory import Host
-    from fleet.ssh import SSHSettings
+from fleet.selection import DeviceSelection
 
 __all__ = [
     "InventoryOpt",
@@ -32,7 +28,9 @@ __all__ = [
     "AcceptNewOpt",
     "TimeoutOpt",
     "JsonOpt",
-    "DeviceSelection",
+    "VerboseOpt",
+    "PlatformOpt",
+    "ReportDirOpt",
     "selection",
 ]
 
@@ -69,36 +67,20 @@ TimeoutOpt = Annotated[
     float,
     typer.Option("--timeout", min=0.1, metavar="S", help="SSH connection timeout in seconds (TCP, key exchange, each auth step)."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (a list of per-device objects).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (a list of per-device objects), also when the command fails.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="Diagnostics on stderr: -v connections and decisions, -vv remote commands "
+                                              "and registry requests, -vvv the wire (secrets always masked).")]
+PlatformOpt = Annotated[Optional[list[str]], typer.Option(
+    "--platform", metavar="PLATFORM",
+    help="Publish exactly these platforms (repeatable or a comma list, e.g. linux/arm/v6,linux/arm64), "
+         "instead of the playbook's list or 'auto'.")]
+ReportDirOpt = Annotated[Optional[str], typer.Option(
+    "--report-dir", metavar="DIR",
+    help="Save the JSON report here (default $FLEET_REPORT_DIR, else $XDG_STATE_HOME/fleet/reports, "
+         "i.e. ~/.local/state/fleet/reports).")]
 
 DEFAULT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class DeviceSelection:
-    """The parsed shared options: inventory paths, ``--limit`` pattern, forks, and the
-    run-wide :class:`fleet.ssh.SSHSettings`."""
-
-    inventory: tuple[str, ...]
-    limit: str | None
-    forks: int
-    settings: "SSHSettings"
-
-    def hosts(self) -> list["Host"]:
-        """Load the inventory and select hosts (inventory order).
-
-        Raises InputFileError (file:line) for a malformed inventory and UsageError for a
-        malformed ``--limit`` pattern or one matching nothing: both exit status 2.
-        """
-        # Several stages of one command (usage checks, probe, rollout) ask for the hosts:
-        # read and parse the inventory files once per run.
-        cached = self.__dict__.get("_hosts")
-        if cached is None:
-            from fleet.inventory import load_inventory
-
-            cached = load_inventory(list(self.inventory)).select(self.limit)
-            object.__setattr__(self, "_hosts", cached)
-        return list(cached)
 
 
 def selection(

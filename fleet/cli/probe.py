@@ -1,73 +1,17 @@
-"""``fleet probe`` and ``fleet facts``: connect to every selected device, gather its raw
-facts with one remote command (:mod:`fleet.facts`), and (probe) decide its platform
-(:func:`fleet.detect.detect`).
-
-Data flows one way: inventory -> targets -> facts -> detection. Every target is built
-before any connection, so an inventory mistake stops the run (exit 2) before any device
-is touched.
-"""
+"""``fleet probe`` and ``fleet facts``: render what :func:`fleet.pipeline.probe` gathered."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from fleet.cli.options import DeviceSelection
-from fleet.detect import Detection, detect
-from fleet.errors import FleetError
-from fleet.facts import gather
-from fleet.fanout import Outcome, run_each
-from fleet.output import emit_json, out, table
+from fleet.detect import Detection
 from fleet.elf import ElfError, parse_header_hex
+from fleet.fanout import INTERRUPTED_EXIT
+from fleet.output import emit_json, line, out, table
+from fleet.pipeline import Run, probe
+from fleet.selection import DeviceSelection
 
-__all__ = ["ProbeResult", "probe_devices", "run_probe", "run_facts", "userland_text"]
-
-
-@dataclass
-class ProbeResult:
-    """One device's probe: ``host`` (inventory name), ``address`` (``host:port`` connected
-    to), ``facts`` (None when the probe failed), ``error`` (why it failed, else None) and
-    ``seconds`` spent on it."""
-
-    host: str
-    address: str
-    facts: dict[str, str] | None
-    error: str | None
-    seconds: float
-
-
-def _error_text(exc: Exception) -> str:
-    # SSHError's str() starts with the device name, which the row already shows
-    reason = getattr(exc, "reason", None)
-    if isinstance(exc, FleetError):
-        return str(reason or exc)
-    return f"internal error: {type(exc).__name__}: {exc}"
-
-
-def probe_devices(sel: DeviceSelection, label: str = "probing") -> list[ProbeResult]:
-    """Probe every host ``sel`` selects, ``sel.forks`` at a time; results in inventory order.
-
-    Raises InputFileError/UsageError (exit 2) for inventory, ``--limit`` or host-variable
-    mistakes; a device that cannot be reached or probed gives a result with ``error``.
-    """
-    from fleet.ssh import connect, target_for
-
-    hosts = sel.hosts()
-    targets = [target_for(h, sel.settings) for h in hosts]
-
-    def one(target: Any) -> dict[str, str]:
-        with connect(target, sel.settings) as session:
-            return gather(session, target.become)
-
-    outcomes: list[Outcome] = run_each(targets, one, sel.forks, label)
-    results = []
-    for host, o in zip(hosts, outcomes):
-        t = o.item
-        address = t.hostname if t.port == 22 else f"{t.hostname}:{t.port}"
-        results.append(
-            ProbeResult(host.name, address, o.value, None if o.ok else _error_text(o.error), o.seconds)
-        )
-    return results
+__all__ = ["run_probe", "run_facts", "userland_text"]
 
 
 def userland_text(facts: dict[str, str], det: Detection) -> str | None:
@@ -102,63 +46,42 @@ def run_probe(sel: DeviceSelection, as_json: bool) -> int:
     """``fleet probe``: probe, detect, print one row per device and a summary line.
 
     Returns the exit status: 0 every device decided, 1 any device failed (unreachable,
-    authentication, host key, probe error) or undecided. JSON: a list of ``{"host",
-    "address", "ok", "facts", "detection", "error"}``: ``ok`` true when a platform was
-    decided; ``detection`` is :meth:`Detection.to_dict` (None when no facts were
-    gathered); ``error`` why the device failed or stayed undecided, else None.
+    authentication, host key, probe error) or undecided, 130 interrupted. JSON: a list of
+    ``{"host", "address", "ok", "facts", "detection", "error"}``: ``ok`` true when a
+    platform was decided; ``detection`` is :meth:`Detection.to_dict` (None when no facts
+    were gathered); ``error`` why the device failed or stayed undecided, else None.
     """
-    results = probe_devices(sel)
+    with Run(sel) as run:
+        results = probe(run)
     docs: list[dict[str, Any]] = []
     rows = []
     decided = undecided = failed = 0
     for r in results:
-        det = detect(r.facts) if r.facts is not None else None
+        det = r.detection
         if det is None:
             failed += 1
         elif det.platform is None:
             undecided += 1
         else:
             decided += 1
-        docs.append(
-            {
-                "host": r.host,
-                "address": r.address,
-                "ok": det is not None and det.platform is not None,
-                "facts": r.facts,
-                "detection": det.to_dict() if det is not None else None,
-                "error": r.error or (det.error if det is not None else None),
-            }
-        )
+        docs.append({"host": r.host, "address": r.address, "ok": det is not None and det.platform is not None,
+                     "facts": r.facts, "detection": det.to_dict() if det is not None else None,
+                     "error": r.error or (det.error if det is not None else None)})
         if det is None:
             rows.append((r.host, r.address, None, None, None, None, f"failed: {r.error}"))
         else:
             note = f"undecided: {det.error}" if det.error else "; ".join(det.warnings)
-            rows.append(
-                (
-                    r.host,
-                    r.address,
-                    r.facts.get("uname_m") if r.facts else None,
-                    userland_text(r.facts or {}, det),
-                    det.engine_platform,
-                    det.platform,
-                    note,
-                )
-            )
+            rows.append((r.host, r.address, (r.facts or {}).get("uname_m"), userland_text(r.facts or {}, det),
+                         det.engine_platform, det.platform, note))
     if as_json:
         emit_json(docs)
     else:
-        out.print(
-            table(
-                None,
-                ["host", "address", "kernel", "userland", "engine platform", "platform", "warnings / error"],
-                rows,
-            )
-        )
-        out.print(
-            f"{len(results)} device{'s' if len(results) != 1 else ''}: {decided} decided, "
-            f"{undecided} undecided, {failed} unreachable/failed",
-            highlight=False,
-        )
+        out.print(table(None, ["host", "address", "kernel", "userland", "engine platform", "platform",
+                               "warnings / error"], rows))
+        line(f"{len(results)} device{'s' if len(results) != 1 else ''}: {decided} decided, "
+             f"{undecided} undecided, {failed} unreachable/failed")
+    if any(r.interrupted for r in results):
+        return INTERRUPTED_EXIT
     return 0 if decided == len(results) else 1
 
 
@@ -171,11 +94,12 @@ def _first_line(text: str, limit: int = 70) -> str:
 def run_facts(sel: DeviceSelection, as_json: bool) -> int:
     """``fleet facts``: print every selected device's raw facts.
 
-    Returns 0 when every device was probed, 1 otherwise. JSON: a list of ``{"host": NAME,
-    "facts": {...}}`` (``"facts": null`` plus ``"error"`` for a failed device), the shape
-    ``fleet detect FILE`` reads back.
+    Returns 0 when every device was probed, 1 otherwise, 130 interrupted. JSON: a list of
+    ``{"host": NAME, "facts": {...}}`` (``"facts": null`` plus ``"error"`` for a failed
+    device), the shape ``fleet detect FILE`` and ``fleet plan --facts FILE`` read back.
     """
-    results = probe_devices(sel, label="gathering facts")
+    with Run(sel) as run:
+        results = probe(run, label="gathering facts")
     if as_json:
         docs: list[dict[str, Any]] = []
         for r in results:
@@ -193,4 +117,6 @@ def run_facts(sel: DeviceSelection, as_json: bool) -> int:
             for key, value in r.facts.items():
                 rows.append((r.host, key, _first_line(value)))
         out.print(table(None, ["host", "fact", "value"], rows))
+    if any(r.interrupted for r in results):
+        return INTERRUPTED_EXIT
     return 0 if all(r.error is None for r in results) else 1

@@ -1,5 +1,74 @@
 """A device's Docker engine: typed state parsed from the engine's JSON
-(:mod:`fleet.engine.state`) and the ways to drive it over the device's SSH connection."""
+(:mod:`fleet.engine.state`) and the ways to drive it over the device's SSH connection
+(:mod:`fleet.engine.cli`: the ``docker`` CLI, one SSH exec per step).
+
+:class:`Engine` is the interface the deploy, verify and rollback stages use; they never
+know which way reaches the engine.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
 
 from fleet.engine.state import *  # noqa: F401,F403
-from fleet.engine.state import __all__  # noqa: F401
+from fleet.engine.state import (
+    ContainerState,
+    DiskSpace,
+    EngineInfo,
+    EngineVersion,
+    ImageState,
+)
+from fleet.engine.state import __all__ as _state_all
+from fleet.platform import Platform
+
+__all__ = [*_state_all, "Engine", "PullAuth"]
+
+
+@dataclass(frozen=True)
+class PullAuth:
+    """Registry credentials for one pull: ``registry`` host, ``username``, ``password``.
+    Its repr never shows the password."""
+
+    registry: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"PullAuth(registry={self.registry!r}, username={self.username!r}, password=<redacted>)"
+
+    def docker_config_json(self) -> bytes:
+        """The Docker CLI ``config.json`` holding these credentials
+        (``{"auths": {REGISTRY: {"auth": base64("user:password")}}}``, docker/cli
+        ``cli/config/configfile``)."""
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return json.dumps({"auths": {self.registry: {"auth": token}}}).encode()
+
+
+class Engine(Protocol):
+    """One device's engine, as the stages use it. Lookups return None for "no such
+    image/container"; everything else raises :class:`fleet.engine.state.EngineError` with
+    the engine's own message, or :class:`fleet.ssh.SSHError` when the connection fails."""
+
+    device: str
+
+    def version(self) -> EngineVersion: ...
+    def info(self) -> EngineInfo: ...
+    def free_space(self, path: str) -> DiskSpace: ...
+    def http_check(self, url: str, timeout: float = 30.0) -> tuple[bool, str]: ...
+    def image(self, ref: str, platform: Platform | None = None) -> ImageState | None: ...
+    def pull(self, ref: str, *, platform: Platform | None = None, auth: PullAuth | None = None,
+             timeout: float = 1800.0) -> None: ...
+    def remove_image(self, ref: str) -> bool: ...
+    def container(self, name: str) -> ContainerState | None: ...
+    def create_container(self, name: str, image: str, spec, labels: Mapping[str, str], *,
+                         platform: Platform | None = None) -> str: ...
+    def start(self, name: str) -> None: ...
+    def stop(self, name: str, timeout_s: int = 10) -> None: ...
+    def rename(self, old: str, new: str) -> None: ...
+    def remove(self, name: str, force: bool = True) -> None: ...
+    def logs(self, name: str, tail: int = 20) -> str: ...
+    def exec(self, name: str, argv: Sequence[str], timeout: float = 30.0) -> tuple[int, str]: ...
+    def names(self, prefix: str) -> list[str]: ...

@@ -1,35 +1,25 @@
-"""A device's Docker engine, driven through its own ``docker`` CLI over an SSH session.
+"""A device engine's state as typed values, parsed from the engine's own JSON. Pure.
 
-Two halves, kept apart as in pyinfra's facts (style.md):
+The same JSON comes from ``docker ... inspect`` (CLI) and from the Engine API
+(``GET /version``, ``/info``, ``/images/{name}/json``, ``/containers/{name}/json``), so one
+set of parsers serves both ways of reaching a device's engine. Tested on JSON captured from
+real engines (``tests/data/engine/``), for both image stores:
 
-* pure parsers of what the engine prints - :func:`parse_version`, :func:`parse_info`,
-  :func:`parse_image`, :func:`parse_container`, :func:`parse_df` - tested on JSON captured
-  from real engines (``tests/data/engine/``), for both image stores:
-
-  - the classic ("graphdriver") store, default up to Docker 28: ``image inspect`` ``Id`` is
-    the image's CONFIG digest;
-  - the containerd image store (experimental in 24.0, default on fresh 29.0 installs):
-    ``Id`` is the digest of the image's target, i.e. the INDEX digest after a pull of a
-    multi-arch reference, and the child is only identified by its layers (``RootFS.Layers``)
-    or, from API 1.48, by ``Descriptor``/``Manifests`` and the container's
-    ``ImageManifestDescriptor`` (library-notes.md section 1.7; moby
-    ``daemon/containerd/image_inspect.go``, moby#48855). Its ``docker info`` carries
-    ``["driver-type", "io.containerd.snapshotter.v1"]`` in ``DriverStatus``
-    (moby ``daemon/containerd/service.go``).
-
-* :class:`Engine`: the commands, run through the device's shell (``sudo -n`` first when
-  the host has ``ansible_become``), every argument quoted with :func:`shlex.quote`.
-  Registry credentials for a pull travel on the SSH channel's stdin into a temporary
-  ``DOCKER_CONFIG`` folder (umask 077) that the same remote command removes: they never
-  appear in a process's arguments, in the device's environment listing or in a log.
+* the classic ("graphdriver") store, default up to Docker 28: ``image inspect`` ``Id`` is
+  the image's CONFIG digest;
+* the containerd image store (experimental in 24.0, default on fresh 29.0 installs):
+  ``Id`` is the digest of the image's target, i.e. the INDEX digest after a pull of a
+  multi-arch reference, and the child is only identified by its layers (``RootFS.Layers``)
+  or, from API 1.48, by ``Descriptor``/``Manifests`` and the container's
+  ``ImageManifestDescriptor`` (moby ``daemon/containerd/image_inspect.go``, moby#48855).
+  Its ``docker info`` carries ``["driver-type", "io.containerd.snapshotter.v1"]`` in
+  ``DriverStatus`` (moby ``daemon/containerd/service.go``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -48,8 +38,6 @@ __all__ = [
     "parse_image",
     "parse_container",
     "parse_df",
-    "docker_auth_config",
-    "Engine",
     "CONTAINERD_SNAPSHOTTER",
 ]
 
@@ -363,181 +351,3 @@ def parse_df(text: str, path: str = "") -> DiskSpace:
             fs, total, used, avail, _, mount = m.groups()
             return DiskSpace(fs, int(total), int(used), int(avail), mount, path)
     raise ValueError(f"df -Pk: no data row in {text.strip()[:200]!r}")
-
-
-# --------------------------------------------------------------------------- credentials
-
-
-def docker_auth_config(registry: str, username: str, password: str) -> bytes:
-    """The Docker CLI ``config.json`` holding one registry's credentials
-    (``{"auths": {REGISTRY: {"auth": base64("user:password")}}}``, docker/cli
-    ``cli/config/configfile``). Sent to the device on stdin, never as an argument."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {registry: {"auth": token}}}).encode()
-
-
-# --------------------------------------------------------------------------- engine
-
-
-_DF_SCRIPT = r"""
-p=$1
-# The data root may be invisible to the login (a chroot, another mount namespace): measure
-# the nearest folder that exists, and say which one.
-while [ -n "$p" ] && [ "$p" != / ] && [ ! -e "$p" ]; do p=${p%/*}; done
-[ -n "$p" ] || p=/
-echo "$p"
-LC_ALL=C df -Pk "$p"
-"""
-
-# Pull with a throw-away Docker config read from stdin: the credentials are written by the
-# shell's own redirection (no argument, no environment entry of another process), only the
-# login user can read the folder (umask 077), and it is removed whatever the pull did.
-_PULL_SCRIPT = r"""
-umask 077
-d=$(mktemp -d "${TMPDIR:-/tmp}/fleet-pull.XXXXXX") || exit 125
-trap 'rm -rf "$d"' EXIT HUP INT TERM
-cat > "$d/config.json" || exit 125
-if [ "$1" = 1 ]; then shift; sudo -n env DOCKER_CONFIG="$d" docker "$@"
-else shift; DOCKER_CONFIG="$d" docker "$@"; fi
-"""
-
-
-class Engine:
-    """The Docker engine of one device, reached through an open :class:`fleet.ssh.Session`.
-
-    ``device``: inventory name (for messages); ``become``: run docker through ``sudo -n``
-    (``ansible_become``); ``timeout``: default seconds per command (pulls get their own).
-    Every method raises :class:`EngineError` when docker fails (except the lookups, which
-    return None for "no such image/container") and :class:`fleet.ssh.SSHError` when the
-    connection fails.
-    """
-
-    def __init__(self, session: Any, device: str, *, become: bool = False, timeout: float = 120.0):
-        self.session = session
-        self.device = device
-        self.become = become
-        self.timeout = timeout
-
-    # -- plumbing -------------------------------------------------------------------------
-
-    def _cmd(self, args: Sequence[str]) -> str:
-        prefix = ["sudo", "-n", "docker"] if self.become else ["docker"]
-        return " ".join(shlex.quote(a) for a in [*prefix, *args])
-
-    def run(self, args: Sequence[str], *, timeout: float | None = None, check: bool = True,
-            stdin: bytes | None = None) -> tuple[int, str, str]:
-        """Run ``docker ARGS`` on the device; returns ``(exit status, stdout, stderr)``.
-        With ``check`` a non-zero status raises :class:`EngineError`."""
-        command = self._cmd(args)
-        res = self.session.run(command, stdin=stdin, timeout=timeout or self.timeout)
-        out = res.stdout.decode("utf-8", "replace")
-        err = res.stderr.decode("utf-8", "replace")
-        if check and res.exit_status != 0:
-            raise EngineError(self.device, "docker " + " ".join(args), res.exit_status, err or out)
-        return res.exit_status, out, err
-
-    def shell(self, script: str, *args: str, stdin: bytes | None = None,
-              timeout: float | None = None) -> tuple[int, str, str]:
-        """Run a POSIX sh ``script`` with positional ``args`` (each quoted)."""
-        command = "sh -c " + shlex.quote(script) + " fleet " + " ".join(shlex.quote(a) for a in args)
-        res = self.session.run(command, stdin=stdin, timeout=timeout or self.timeout)
-        return res.exit_status, res.stdout.decode("utf-8", "replace"), res.stderr.decode("utf-8", "replace")
-
-    # -- facts ----------------------------------------------------------------------------
-
-    def version(self) -> EngineVersion:
-        _, out, _ = self.run(["version", "--format", "{{json .}}"])
-        return parse_version(out)
-
-    def info(self) -> EngineInfo:
-        _, out, _ = self.run(["info", "--format", "{{json .}}"])
-        return parse_info(out)
-
-    def free_space(self, path: str) -> DiskSpace:
-        """Free space of the filesystem holding ``path`` (the engine's data root), measured
-        with the device's ``df -Pk`` (busybox's works). When ``path`` is not visible to the
-        login, the nearest existing parent is measured (``DiskSpace.path`` says which)."""
-        status, out, err = self.shell(_DF_SCRIPT, path or "/")
-        if status != 0:
-            raise EngineError(self.device, f"df -Pk {path}", status, err or out)
-        first, _, rest = out.partition("\n")
-        try:
-            return parse_df(rest, first.strip())
-        except ValueError as e:
-            raise EngineError(self.device, f"df -Pk {path}", status, str(e)) from None
-
-    # -- images ---------------------------------------------------------------------------
-
-    def image(self, ref: str) -> ImageState | None:
-        """``docker image inspect REF``, or None when the engine has no such image."""
-        status, out, err = self.run(["image", "inspect", ref], check=False)
-        if status != 0:
-            if "no such image" in (err + out).lower():
-                return None
-            raise EngineError(self.device, f"docker image inspect {ref}", status, err or out)
-        return parse_image(out)
-
-    def pull(self, ref: str, *, platform: Platform | None = None, auth_config: bytes | None = None,
-             timeout: float = 1800.0) -> str:
-        """``docker pull [--platform P] REF``; returns the pull's output.
-
-        ``auth_config``: a Docker ``config.json`` (:func:`docker_auth_config`) sent on stdin
-        into a temporary ``DOCKER_CONFIG`` folder removed by the same command; None pulls
-        with the device's own configuration.
-        """
-        args = ["pull"] + (["--platform", str(platform)] if platform else []) + [ref]
-        shown = "docker " + " ".join(args)
-        if auth_config is None:
-            status, out, err = self.run(args, timeout=timeout, check=False)
-        else:
-            status, out, err = self.shell(_PULL_SCRIPT, "1" if self.become else "0", *args,
-                                          stdin=auth_config, timeout=timeout)
-        if status != 0:
-            raise EngineError(self.device, shown, status, err or out)
-        return out
-
-    # -- containers -----------------------------------------------------------------------
-
-    def container(self, name: str) -> ContainerState | None:
-        """``docker container inspect NAME``, or None when there is no such container."""
-        status, out, err = self.run(["container", "inspect", name], check=False)
-        if status != 0:
-            if "no such container" in (err + out).lower() or "no such object" in (err + out).lower():
-                return None
-            raise EngineError(self.device, f"docker container inspect {name}", status, err or out)
-        return parse_container(out)
-
-    def create(self, args: Sequence[str]) -> str:
-        """``docker create ARGS`` (options, image, command); returns the container ID."""
-        _, out, _ = self.run(["create", *args])
-        return out.strip().splitlines()[-1] if out.strip() else ""
-
-    def start(self, name: str) -> None:
-        self.run(["start", name])
-
-    def stop(self, name: str, timeout_s: int = 10) -> None:
-        self.run(["stop", "-t", str(timeout_s), name], timeout=timeout_s + self.timeout)
-
-    def rename(self, old: str, new: str) -> None:
-        self.run(["rename", old, new])
-
-    def remove(self, name: str, force: bool = True) -> None:
-        self.run(["rm", *(["-f"] if force else []), name])
-
-    def logs(self, name: str, tail: int = 20) -> str:
-        """Last ``tail`` lines of the container's output (stdout and stderr interleaved);
-        empty when unavailable."""
-        status, out, err = self.run(["logs", "--tail", str(tail), name], check=False)
-        if status != 0:
-            return ""
-        return (out + err).strip()
-
-    def exec(self, name: str, argv: Sequence[str], timeout: float = 30.0) -> tuple[int, str]:
-        """``docker exec NAME ARGV...``; returns (exit status, combined output)."""
-        status, out, err = self.run(["exec", name, *argv], timeout=timeout, check=False)
-        return status, (out + err).strip()
-
-    def names(self, prefix: str) -> list[str]:
-        """Names of all containers (any state) whose name starts with ``prefix``."""
-        _, out, _ = self.run(["ps", "-a", "--format", "{{.Names}}"])
-        return [n for n in out.split() if n.startswith(prefix)]

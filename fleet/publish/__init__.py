@@ -110,9 +110,6 @@ class PublishResult:
                 "index_size": self.index_size, "attestations": self.attestations,
                 "uploads": self.uploads, "entries": [e.to_dict() for e in self.entries]}
 
-    def entry_for(self, platform: Platform) -> PublishedEntry | None:
-        return next((e for e in self.entries if e.platform == platform), None)
-
 
 # --------------------------------------------------------------------------- registry
 

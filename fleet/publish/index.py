@@ -11,7 +11,9 @@ what may be published under one multi-arch tag and which entry each device gets:
   duplicate platforms, uname-style or misspelled variants, an entry whose image config or
   binaries are another architecture, a media type the devices' pull path does not serve.
 * :func:`build_index` writes deterministic index bytes (same entries -> same digest).
-* :func:`plan_device` returns the entry a device of a given platform must get.
+
+Which entry a device gets is :func:`fleet.plan.choose_entry` (one chooser for planning,
+deploy and verify).
 
 No I/O here except :func:`check_elf` reading a file the caller names.
 """
@@ -28,7 +30,7 @@ from typing import Any, BinaryIO, Iterable, Mapping, Sequence
 from fleet.devicearch import elf_signature
 from fleet.elf import ARM_CPU_ARCH, ElfError, ElfHeader, arm_cpu_arch, parse_header
 from fleet.errors import FleetError
-from fleet.platform import Platform, PlatformError, choose, choose_legacy, compatible
+from fleet.platform import Platform, PlatformError
 
 # Media types: OCI image-spec media-types.md; Docker image manifest v2 schema 2 spec.
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -78,14 +80,6 @@ class Problem:
     entry: int | None = None
 
 
-class NoMatchingEntry(FleetError):
-    """No entry of the index is one a device of that platform can run (exit code 1)."""
-
-    def __init__(self, device: Platform, reason: str):
-        self.device = device
-        super().__init__(reason)
-
-
 @dataclass(frozen=True)
 class IndexEntry:
     """One descriptor of an image index.
@@ -128,6 +122,12 @@ class IndexEntry:
         if self.annotations.get(ATTESTATION_ANNOTATION) == ATTESTATION_VALUE:
             return True
         return self.platform is not None and self.platform.is_attestation_like
+
+    @property
+    def candidate(self) -> Platform | None:
+        """The platform a device may be given this entry for; None for attestation and
+        malformed entries, which are never candidates."""
+        return None if self.is_attestation else self.platform
 
     @property
     def label(self) -> str:
@@ -419,31 +419,3 @@ def build_index(entries: Sequence[IndexEntry], media_type: str | None = None,
             raise IndexRefused([Problem("bad-descriptor", "a Docker manifest list has no annotations")])
         doc["annotations"] = dict(sorted(annotations.items()))
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(), media_type
-
-
-# --------------------------------------------------------------------------- plan
-
-
-def plan_device(device_platform: Platform, entries: Sequence[IndexEntry], *,
-                legacy: bool = False) -> int:
-    """0-based index of the entry a device of ``device_platform`` must get.
-
-    Follows containerd ``Only()`` (:func:`fleet.platform.choose`), or Docker <= 20.10's
-    matcher with ``legacy=True`` (:func:`fleet.platform.choose_legacy`). Attestation and
-    malformed entries are never candidates. Raises :class:`NoMatchingEntry` naming the
-    device platform, what it accepts and what the index holds.
-    """
-    candidates = [None if (e.is_attestation or e.platform is None) else e.platform
-                  for e in entries]
-    pick = (choose_legacy if legacy else choose)(device_platform, candidates)
-    if pick is not None:
-        return pick
-    accepted = ", ".join(str(p) for p in compatible(device_platform))
-    held = ", ".join(e.label for e in entries if not e.is_attestation) or "nothing"
-    bare_arm = [e.label for e in entries if e.platform is not None
-                and e.platform.architecture == "arm" and len(e.written.split("/")) < 3]
-    hint = (f" ({', '.join(bare_arm)} has no variant, which normalizes to arm/v7)"
-            if bare_arm and device_platform.architecture in ("arm", "arm64") else "")
-    raise NoMatchingEntry(device_platform,
-                          f"no entry a {device_platform} device can run (it accepts {accepted}); "
-                          f"the index holds {held}{hint}")

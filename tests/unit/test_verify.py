@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from fleet.deploy import create_args, env_file, space_needed, spec_digest, PULL_EXPANSION
-from fleet.engine import (EngineError, docker_auth_config, parse_container, parse_df, parse_image, parse_info,
-                          parse_version)
+from fleet.deploy.container import LABEL, spec_digest
+from fleet.deploy.decide import PULL_EXPANSION, space_needed
+from fleet.engine import EngineError, PullAuth, parse_container, parse_df, parse_image, parse_info, parse_version
+from fleet.engine.cli import create_args, env_file
 from fleet.platform import Platform
 from fleet.playbook import ContainerSpec
-from fleet.verify import LABEL, Expected, check_container, check_image, crash_reason, verdict
+from fleet.verify import Expected, check_container, check_image, crash_reason, verdict
 
-DATA = Path(__file__).parent / "data" / "engine"
+DATA = Path(__file__).resolve().parents[1] / "data" / "engine"
 DEVICES = ["pi-zero", "pi3-32", "pi4-64", "pi4-32on64", "x86"]
 
 
@@ -127,7 +128,9 @@ def test_parse_df_busybox_and_gnu():
 
 
 def test_docker_auth_config_shape_never_plain_password_in_key():
-    raw = docker_auth_config("198.18.0.1:5443", "fleet", "s3cret")
+    auth = PullAuth("198.18.0.1:5443", "fleet", "s3cret")
+    assert "s3cret" not in repr(auth)
+    raw = auth.docker_config_json()
     doc = json.loads(raw)
     assert list(doc["auths"]) == ["198.18.0.1:5443"]
     import base64
@@ -260,7 +263,7 @@ def test_create_args_quote_nothing_and_carry_every_setting():
         assert args[i - 1] == flag
     assert "--privileged" in args
     assert args[-4:] == ["sha256:" + "a" * 64, "sh", "--port", "8080"]
-    assert env_file(spec) == b"A=1\n"
+    assert env_file(spec.env) == b"A=1\n"
 
 
 def test_spec_digest_changes_with_settings():

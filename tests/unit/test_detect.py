@@ -14,7 +14,7 @@ from fleet.detect import detect
 from fleet.platform import Platform
 from tests.cases import load_cases
 
-DATA = Path(__file__).parent / "data" / "detect"
+DATA = Path(__file__).resolve().parents[1] / "data" / "detect"
 ELF = dict(line.split(":", 1) for line in (DATA / "elf-headers.txt").read_text().splitlines() if line.strip())
 CPU_PI_ZERO = (DATA / "cpuinfo" / "pi-zero.txt").read_text()
 CPU_PI3_32 = (DATA / "cpuinfo" / "pi3-32.txt").read_text()

@@ -3,12 +3,13 @@ the sample app, deploy it, verify every device got its own platform's child, red
 upgrade, roll back, refuse. Real sshd, real device engines (20.10 under QEMU), real
 registry (TLS + htpasswd), started by ``fleet lab up`` (session fixture ``lab``).
 
-The tests share one module-scoped state (published versions, what runs where) and run in
-file order, each building on the previous one, to keep the QEMU engines' work small:
+To keep the QEMU engines' work small the tests share one module-scoped state (published
+versions, what runs where), but each test first brings the devices to the state it needs
+(:meth:`State.ensure`), so any one of them runs alone (``-k``) as well as in file order:
 v1 deploy -> v1 again (unchanged) -> data root too small (pi-zero) -> v2 with a moved tag
 (old container kept until healthy) -> v3 that fails its health check (rolled back) ->
 an index lacking the arm platforms (refused before touching devices) -> a wrong child
-pushed around fleet's checks (caught).
+pushed around fleet's checks (caught). The module's containers are removed at the end.
 
 Own container name and port (``fleet-e2e``, 18181) and repository (``fleet-e2e/hello``), so
 other users of the lab (the sample playbook's ``hello`` on 8080) are not disturbed.
@@ -21,19 +22,19 @@ import os
 import shutil
 import subprocess
 import textwrap
-from dataclasses import replace
+
 from pathlib import Path
 
 import pytest
 
+from fleet import pipeline
 from fleet.cli.options import selection
 from fleet.deploy import DeployHooks, DeployOptions
-from fleet.cli.deploy import deploy
+from fleet.deploy.container import LABEL
 from fleet.lab.hello import EXAMPLE_DIR, prepare_context
 from fleet.lab.state import LabPaths
 from fleet.platform import Platform
 from fleet.playbook import load_playbook
-from fleet.verify import LABEL
 from tests.labfixture import FLEET, Lab
 
 pytestmark = pytest.mark.lab
@@ -67,6 +68,18 @@ class State:
     def container(self, device: str, name: str = NAME) -> dict | None:
         cp = self.docker(device, f"docker container inspect {name}")
         return json.loads(cp.stdout)[0] if cp.returncode == 0 else None
+
+    def ensure(self, version: str) -> dict:
+        """Make every device run ``version`` (published and deployed once if needed);
+        returns its publish result."""
+        index = self.published.get(version, {}).get("index_digest")
+        if index and all((self.container(d) or {}).get("Config", {}).get("Labels", {}).get(LABEL["index"]) == index
+                         and self.container(d)["State"]["Running"] for d in DEVICES):
+            return self.published[version]
+        doc = deploy(load_playbook(_playbook(self, version)), _sel(self))
+        assert doc["ok"], json.dumps(doc["devices"], indent=1)
+        self.published[version] = doc["publish"]
+        return doc["publish"]
 
 
 def _context(root: Path, lab: Lab, version: str, broken: bool = False) -> Path:
@@ -115,6 +128,12 @@ def _sel(st: State, limit: str | None = None):
     return selection([st.lab.inventory], limit, forks=5)
 
 
+def deploy(playbook, sel, **kw) -> dict:
+    """:func:`fleet.pipeline.deploy` over a run of ``sel``; the saved report's dict."""
+    with pipeline.Run(sel) as run:
+        return pipeline.deploy(run, playbook, **kw).to_dict()
+
+
 def _rows(doc) -> dict[str, dict]:
     return {d["host"]: d for d in (doc["devices"] if isinstance(doc, dict) else doc)}
 
@@ -124,15 +143,21 @@ def _config_of(st: State, version: str, platform: str) -> str:
     return e["config_digest"]
 
 
-@pytest.fixture(scope="module")
-def st(lab: Lab, tmp_path_factory) -> State:
-    state = State(lab, tmp_path_factory.mktemp("deploy"))
-    # a clean slate on every device: no container of this module, no image of its repository
+def _clean(state: State) -> None:
     repo = f"{state.registry}/{REPO}"
     for d in DEVICES:
         state.docker(d, f"docker rm -f {NAME} {NAME}.previous {NAME}.new {NAME}.failed >/dev/null 2>&1; "
                         f"ids=$(docker images -q {repo}); [ -z \"$ids\" ] || docker rmi -f $ids >/dev/null; true")
-    return state
+
+
+@pytest.fixture(scope="module")
+def st(lab: Lab, tmp_path_factory) -> State:
+    state = State(lab, tmp_path_factory.mktemp("deploy"))
+    # a clean slate on every device before and after: no container of this module, no image
+    # of its repository
+    _clean(state)
+    yield state
+    _clean(state)
 
 
 def _fleet(*args: str, report_dir: Path, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -168,7 +193,7 @@ def test_deploy_v1_every_device_gets_its_own_child(st: State):
     # the 32-bit Pi 4: its engine (asks arm/v8) would take arm/v6, the first arm entry
     assert rows["pi4-32on64"]["engine_platform"] == "linux/arm/v8"
     assert rows["pi4-32on64"]["explicit_platform"] is True
-    assert f"--platform linux/arm/v7" in " ".join(rows["pi4-32on64"]["actions"])
+    assert "--platform linux/arm/v7" in " ".join(rows["pi4-32on64"]["actions"])
     assert rows["pi-zero"]["explicit_platform"] is False
     # the credentials went through a temporary DOCKER_CONFIG: none left on the device
     for d in ("pi-zero", "x86"):
@@ -180,6 +205,7 @@ def test_deploy_v1_every_device_gets_its_own_child(st: State):
 
 
 def test_second_deploy_of_same_version_changes_nothing(st: State):
+    st.ensure("1")
     before = {d: st.container(d)["Id"] for d in DEVICES}
     doc = deploy(load_playbook(_playbook(st, "1")), _sel(st))
     assert doc["ok"], doc["summary"]
@@ -192,6 +218,7 @@ def test_data_root_too_small_is_refused_before_pulling(st: State):
     # A real 1 MiB filesystem where pi-zero's login looks for its engine's data root
     # (`docker info` DockerRootDir): the lab's logins are chrooted, so the path is made and
     # mounted inside the device's root filesystem, in the device's mount namespace.
+    st.ensure("1")
     device = "pi-zero"
     info = json.loads(st.docker(device, "docker info --format '{{json .}}'").stdout)
     root = info["DockerRootDir"]
@@ -225,6 +252,7 @@ def test_new_version_keeps_old_container_until_healthy_and_ignores_a_moved_tag(s
     from fleet.registry import Reference
     from fleet.publish import registry_client
 
+    st.ensure("1")
     pb = load_playbook(_playbook(st, "2"))
     seen: dict[str, dict] = {}
     moved: dict[str, str] = {}
@@ -261,6 +289,7 @@ def test_new_version_keeps_old_container_until_healthy_and_ignores_a_moved_tag(s
 
 
 def test_unhealthy_version_is_rolled_back_everywhere(st: State):
+    st.ensure("2")
     doc = deploy(load_playbook(_playbook(st, "3", broken=True)), _sel(st))
     assert not doc["ok"]
     index2 = st.published["2"]["index_digest"]
@@ -277,6 +306,7 @@ def test_unhealthy_version_is_rolled_back_everywhere(st: State):
 
 
 def test_index_lacking_a_device_platform_fails_before_any_device_is_touched(st: State):
+    st.ensure("2")
     before = {d: st.container(d)["Id"] for d in DEVICES}
     reports = st.root / "reports-missing"
     cp = _fleet("deploy", str(_playbook(st, "2", platforms=["linux/amd64", "linux/arm64"], tag="2-no-arm")),
@@ -296,11 +326,11 @@ def test_index_lacking_a_device_platform_fails_before_any_device_is_touched(st: 
 def test_wrong_child_pushed_around_fleets_checks_is_caught(st: State):
     """An index whose arm64 entry holds the amd64 image, pushed with fleet.registry directly
     (publish would refuse it): deploy refuses to start it, verify refuses the index."""
-    from fleet.publish.index import DOCKER_MANIFEST_LIST, IndexEntry, build_index
+    from fleet.publish.index import IndexEntry, build_index
     from fleet.playbook import RegistrySettings
     from fleet.publish import PublishedEntry, PublishResult, registry_client
 
-    v2 = st.published["2"]
+    v2 = st.ensure("2")
     amd = next(e for e in v2["entries"] if e["platform"] == "linux/amd64")
     with registry_client(RegistrySettings(), st.registry) as client:
         entries = [IndexEntry(Platform.parse("linux/arm64"), amd["manifest_digest"], amd["manifest_size"],
@@ -325,8 +355,3 @@ def test_wrong_child_pushed_around_fleets_checks_is_caught(st: State):
     cp = _fleet("verify", f"{st.registry}/{REPO}@{v2['index_digest']}", "--name", NAME, "-i", st.lab.inventory,
                 "--json", report_dir=st.root / "reports")
     assert cp.returncode == 0, cp.stdout + cp.stderr
-
-
-def test_cleanup(st: State):
-    for d in DEVICES:
-        st.docker(d, f"docker rm -f {NAME} {NAME}.previous {NAME}.new {NAME}.failed >/dev/null 2>&1; true")

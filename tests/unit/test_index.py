@@ -1,14 +1,12 @@
-"""fleet.publish.index: every case of tests/data/cases/index-cases.yaml, plus index building and ELF
-checks on Debian's real static busybox binaries (armel, armhf, arm64, amd64, s390x)."""
+"""fleet.publish.index: every case of tests/data/cases/index-cases.yaml, index building and
+the checks on index documents and configs. The ELF checks on real binaries are
+tests/integration/test_elf_content.py."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -20,20 +18,23 @@ from fleet.publish.index import (
     OCI_MANIFEST,
     IndexEntry,
     IndexRefused,
-    NoMatchingEntry,
     build_index,
     check_config,
-    check_elf,
     check_index,
     check_pull_path,
     index_media_type,
     parse_index,
-    plan_device,
 )
 from fleet.platform import Platform
 
-from tests.busybox_cache import fetch_busybox
+from fleet.plan import NoMatchingEntry, choose_entry
 from tests.cases import load_cases
+
+
+def _choose(device, entries, legacy=False):
+    """The entry fleet's one chooser gives a device of ``device`` from parsed index entries."""
+    return choose_entry(device, [e.candidate for e in entries], legacy=legacy, labels=[e.label for e in entries])
+
 
 # Loaded at collection from tests/data/cases/index-cases.yaml.
 CASES = load_cases("index-cases.yaml")
@@ -97,11 +98,11 @@ def test_index_case(case):
         device = Platform.parse(case["device_platform"])
         if expected["entry"] is not None:
             check_index(entries)  # a usable index passes the publish checks
-            assert plan_device(device, entries) == expected["entry"]
+            assert _choose(device, entries) == expected["entry"]
             assert not entries[expected["entry"]].is_attestation
         else:
             with pytest.raises(NoMatchingEntry) as exc:
-                plan_device(device, entries)
+                _choose(device, entries)
             msg = str(exc.value)
             assert str(device) in msg
             for e in case["index"]:
@@ -206,9 +207,9 @@ def test_attestation_entries_are_kept_and_never_chosen():
     back = parse_index(raw)
     assert [e.is_attestation for e in back] == [False, True, False, True]
     assert back[1].annotations == att
-    assert plan_device(Platform.parse("linux/amd64"), back) == 2
+    assert _choose(Platform.parse("linux/amd64"), back) == 2
     with pytest.raises(NoMatchingEntry):
-        plan_device(Platform.parse("linux/arm64"), [entries[1], entries[3]])
+        _choose(Platform.parse("linux/arm64"), [entries[1], entries[3]])
     with pytest.raises(IndexRefused, match="attestation"):
         build_index(entries, media_type=DOCKER_MANIFEST_LIST)
 
@@ -273,77 +274,8 @@ def test_plan_device_legacy_engine_takes_first_arm_entry():
     # A Pi 4 with a 32-bit Docker 20.10 engine reports linux/arm/v8.
     entries = [_entry("linux/arm/v6", 0), _entry("linux/arm/v7", 1), _entry("linux/arm64", 2)]
     host = Platform.parse("linux/arm/v8")
-    assert plan_device(host, entries) == 1
-    assert plan_device(host, entries, legacy=True) == 0
-    assert plan_device(Platform.parse("linux/arm64"), entries) == 2
+    assert _choose(host, entries) == 1
+    assert _choose(host, entries, legacy=True) == 0
+    assert _choose(Platform.parse("linux/arm64"), entries) == 2
     with pytest.raises(NoMatchingEntry, match="linux/386"):
-        plan_device(Platform.parse("linux/386"), entries)
-
-
-# --------------------------------------------------------------------------- ELF on real binaries
-
-
-@pytest.fixture(scope="session")
-def busybox() -> dict[str, Path]:
-    return fetch_busybox()
-
-
-def _readelf_cpu_arch(path: Path) -> str | None:
-    out = subprocess.run(["readelf", "-A", str(path)], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"Tag_CPU_arch:\s*(\S+)", out)
-    return m.group(1) if m else None
-
-
-@pytest.mark.parametrize("arch,entry,ok,needle", [
-    ("armhf", "linux/arm/v7", True, None),
-    ("armhf", "linux/arm", True, None),
-    ("armhf", "linux/arm/v8", True, None),
-    ("armhf", "linux/arm/v6", False, "ARM v7"),
-    ("armhf", "linux/arm/v5", False, "ARM v7"),
-    ("armel", "linux/arm/v5", True, None),
-    ("armel", "linux/arm/v6", True, None),
-    ("armel", "linux/arm/v7", True, None),
-    ("armel", "linux/arm64", False, "ELF32 little-endian ARM"),
-    ("arm64", "linux/arm64", True, None),
-    ("arm64", "linux/arm/v7", False, "ELF64 little-endian AArch64"),
-    ("amd64", "linux/amd64", True, None),
-    ("amd64", "linux/arm64", False, "x86-64"),
-    ("amd64", "linux/386", False, "x86-64"),
-    ("s390x", "linux/s390x", True, None),
-    ("s390x", "linux/ppc64le", False, "big-endian"),
-    ("s390x", "linux/amd64", False, "big-endian"),
-    ("s390x", "linux/arm64", False, "big-endian"),
-])
-def test_check_elf_on_debian_busybox(busybox, arch, entry, ok, needle):
-    path = busybox[arch]
-    platform = Platform.parse(entry)
-    if ok:
-        info = check_elf(platform, path)
-        if platform.architecture == "arm":
-            # pyelftools' reading agrees with binutils' readelf -A.
-            assert info.arm_arch == _readelf_cpu_arch(path)
-            assert info.arm_level == {"armel": 5, "armhf": 7}[arch]
-    else:
-        with pytest.raises(IndexRefused) as exc:
-            check_elf(platform, path)
-        assert exc.value.kinds == {"elf-mismatch"}
-        assert needle in str(exc.value) and entry in str(exc.value)
-
-
-def test_check_elf_inputs(busybox):
-    data = busybox["armhf"].read_bytes()
-    v7, v6 = Platform.parse("linux/arm/v7"), Platform.parse("linux/arm/v6")
-    assert check_elf(v7, data).arm_arch == "v7"
-    with open(busybox["armhf"], "rb") as f:
-        with pytest.raises(IndexRefused):
-            check_elf(v6, f)
-    # Only the header (the probe's elf_header fact is the first 20 bytes): architecture is
-    # checked, the ARM level cannot be and says so.
-    info = check_elf(v6, data[:20])
-    assert info.arm_level is None and any("not verified" in n for n in info.notes)
-    with pytest.raises(IndexRefused, match="AArch64"):
-        check_elf(Platform.parse("linux/arm64"), bytes.fromhex(data[:20].hex()))
-    with pytest.raises(IndexRefused, match="not an ELF"):
-        check_elf(v7, b"#!/bin/sh\necho hi\n" + b"\0" * 40)
-    with pytest.raises(IndexRefused, match="not an ELF"):
-        check_elf(v7, io.BytesIO(b"\x7fEL"))
+        _choose(Platform.parse("linux/386"), entries)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FLEET = [str(Path(sys.executable).with_name("fleet"))]
 
 
@@ -25,7 +26,10 @@ def test_known_hosts_directory_is_a_usage_error(tmp_path):
     cp = run("probe", "-i", str(inventory(tmp_path)), "--known-hosts", str(tmp_path), "--json")
     assert cp.returncode == 2
     assert f"--known-hosts {tmp_path}: is a directory" in cp.stderr
-    assert cp.stdout == "" and "Traceback" not in cp.stderr
+    assert "Traceback" not in cp.stderr
+    doc = json.loads(cp.stdout)  # --json: one JSON document also when the command fails
+    assert doc == {"error": f"--known-hosts {tmp_path}: is a directory (give a known_hosts file)",
+                   "kind": "usage:UsageError", "exit_status": 2}
 
 
 def test_unusable_report_dir_is_refused_before_any_work(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
 import time
 
@@ -54,14 +56,59 @@ def test_edge_cases():
         run_each([1], lambda x: x, forks=0)
 
 
-def test_interrupt_propagates():
+def _sigint_after(seconds: float) -> None:
+    # a real SIGINT (as Ctrl-C sends), so a main thread blocked in a wait wakes up
+    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def test_first_interrupt_aborts_work_in_flight_and_reports_the_rest_interrupted():
+    release = threading.Event()
+    started = []
+
     def fn(i):
+        started.append(i)
         if i == 0:
-            raise KeyboardInterrupt
+            _sigint_after(0.2)
+            if not release.wait(10):
+                raise AssertionError("on_interrupt was not called")
+            raise ConnectionError("session closed")  # what an aborted SSH session gives
         return i
 
-    with pytest.raises(KeyboardInterrupt):
-        run_each([0, 1, 2], fn, forks=1)
+    t0 = time.monotonic()
+    outs = run_each([0, 1, 2], fn, forks=1, on_interrupt=release.set)
+    assert time.monotonic() - t0 < 5
+    assert isinstance(outs[0].error, ConnectionError)
+    assert [o.interrupted for o in outs] == [False, True, True]
+    assert started == [0]  # nothing new started after the interrupt
+    assert outs[1].error.exit_code == 130
+
+
+def test_graceful_interrupt_lets_running_work_finish_and_a_second_one_stops_waiting():
+    aborted = threading.Event()
+
+    def fn(i):
+        if i == 0:
+            _sigint_after(0.2)
+            time.sleep(0.8)  # still at work when the first interrupt comes
+            return "finished"
+        return i
+
+    outs = run_each([0, 1, 2], fn, forks=1, graceful=True, on_interrupt=aborted.set)
+    assert outs[0].value == "finished" and not aborted.is_set()
+    assert outs[1].interrupted and outs[2].interrupted
+
+    release = threading.Event()
+
+    def slow(i):
+        _sigint_after(0.2)
+        _sigint_after(0.5)
+        release.wait(10)
+        raise ConnectionError("session closed")
+
+    t0 = time.monotonic()
+    outs = run_each([0], slow, forks=1, graceful=True, on_interrupt=release.set)
+    assert time.monotonic() - t0 < 5 and release.is_set()
+    assert isinstance(outs[0].error, ConnectionError)
 
 
 def test_progress_only_on_a_terminal(capsys, monkeypatch):

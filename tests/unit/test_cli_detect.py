@@ -114,7 +114,8 @@ def test_missing_file_exit_2(tmp_path):
     r = run(str(tmp_path / "nope.yaml"), "--json")
     assert r.returncode == 2
     assert "nope.yaml" in r.stderr and "cannot read" in r.stderr
-    assert r.stdout == ""
+    doc = json.loads(r.stdout)  # --json: one JSON document also when the command fails
+    assert doc["exit_status"] == 2 and doc["kind"].startswith("usage:") and "nope.yaml" in doc["error"]
 
 
 def test_unknown_fact_key_warns_on_stderr_only(tmp_path):

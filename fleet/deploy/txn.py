@@ -1,0 +1,139 @@
+"""The swap of one app's container as data: prepare, swap, commit and rollback are lists of
+:class:`Op`, built by pure functions and executed by one small runner (:func:`apply`).
+
+Every op is guarded by a condition on the device's containers at the moment it runs
+(exists, running, created by this deployment), so each list is idempotent and can be run
+again from any point an interrupted run reached: a rollback after a crash between "park
+the old one" and "promote the new one" restores the old container, and a rollback before
+anything moved touches nothing (the running container belongs to another deployment).
+
+The names: the app runs as ``NAME``; a swap parks the running one as ``NAME.previous``
+(stopped, kept until commit), promotes ``NAME.new`` (created from the pulled image) to
+``NAME`` and starts it; a rollback keeps the unhealthy one as ``NAME.failed`` (for its
+logs) and brings ``NAME.previous`` back. This follows balena's default
+``download-then-kill`` strategy: the image is downloaded and checked before anything stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from fleet.deploy.container import LABEL, parked_names
+from fleet.engine import Engine
+
+__all__ = ["Op", "prepare_ops", "swap_ops", "commit_ops", "rollback_ops", "apply", "describe"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One engine action on container ``target``: ``verb`` is ``rename`` (to ``to``),
+    ``stop`` (waiting ``timeout`` s), ``start`` or ``remove``. It runs only when ``target``
+    exists and every given guard holds: ``if_exists`` (that other container exists),
+    ``if_missing`` (it does not), ``if_running`` / ``if_stopped`` (``target`` is / is not
+    running), ``if_deployment`` / ``unless_deployment`` (``target``'s
+    ``io.fleet.deployment`` label is / is not that id)."""
+
+    verb: str
+    target: str
+    to: str | None = None
+    timeout: int = 10
+    if_exists: str | None = None
+    if_missing: str | None = None
+    if_running: bool = False
+    if_stopped: bool = False
+    if_deployment: str | None = None
+    unless_deployment: str | None = None
+
+
+def prepare_ops(name: str) -> list[Op]:
+    """Before ``NAME.new`` is created: remove leftovers of an earlier run (``NAME.new``,
+    ``NAME.failed``; ``NAME.previous`` when ``NAME`` exists), and when an interrupted run
+    left only ``NAME.previous``, give it its name back (the swap then parks it again, or a
+    rollback starts it)."""
+    new, prev, failed = parked_names(name)
+    return [
+        Op("remove", new),
+        Op("remove", failed),
+        Op("remove", prev, if_exists=name),
+        Op("rename", prev, to=name, if_missing=name),
+    ]
+
+
+def swap_ops(name: str, stop_timeout: int = 10) -> list[Op]:
+    """Park the running ``NAME`` as ``NAME.previous`` (stopped), promote ``NAME.new``, start
+    it."""
+    new, prev, _ = parked_names(name)
+    return [
+        Op("rename", name, to=prev),
+        Op("stop", prev, timeout=stop_timeout, if_running=True),
+        Op("rename", new, to=name, if_missing=name),
+        Op("start", name, if_stopped=True),
+    ]
+
+
+def commit_ops(name: str) -> list[Op]:
+    """The new ``NAME`` is healthy: remove ``NAME.previous`` (its image stays on the device,
+    so a rollback needs no download)."""
+    _, prev, _ = parked_names(name)
+    return [Op("remove", prev)]
+
+
+def rollback_ops(name: str, deployment: str, stop_timeout: int = 10) -> list[Op]:
+    """Undo a swap by ``deployment`` from wherever it stopped: the container it created is
+    stopped and kept as ``NAME.failed``; ``NAME.previous`` gets its name back and runs.
+    Touches nothing of ``NAME`` when it is not this deployment's (the swap never began),
+    but starts it if it is stopped."""
+    _, prev, failed = parked_names(name)
+    return [
+        Op("stop", name, timeout=stop_timeout, if_running=True, if_deployment=deployment),
+        Op("remove", failed, if_exists=name),
+        Op("rename", name, to=failed, if_deployment=deployment),
+        Op("rename", prev, to=name, if_missing=name),
+        Op("start", name, if_stopped=True, unless_deployment=deployment),
+    ]
+
+
+def describe(op: Op) -> str:
+    """``"hello -> hello.previous"``, ``"stop hello.previous"``: one line of a report."""
+    return f"{op.target} -> {op.to}" if op.verb == "rename" else f"{op.verb} {op.target}"
+
+
+def _holds(engine: Engine, op: Op) -> bool:
+    target = engine.container(op.target)
+    if target is None:
+        return False
+    if op.if_exists is not None and engine.container(op.if_exists) is None:
+        return False
+    if op.if_missing is not None and engine.container(op.if_missing) is not None:
+        return False
+    running = target.running or target.restarting
+    if (op.if_running and not running) or (op.if_stopped and running):
+        return False
+    label = target.labels.get(LABEL["deployment"])
+    if op.if_deployment is not None and label != op.if_deployment:
+        return False
+    if op.unless_deployment is not None and label == op.unless_deployment:
+        return False
+    return True
+
+
+def apply(engine: Engine, ops: Sequence[Op], record: Callable[[str], None] = lambda s: None) -> None:
+    """Run ``ops`` in order on ``engine``, skipping those whose guards do not hold; each op
+    run is passed to ``record`` (:func:`describe`). Raises the engine's error of the first
+    op that fails (the caller decides whether to roll back)."""
+    for op in ops:
+        if not _holds(engine, op):
+            continue
+        if op.verb == "rename":
+            assert op.to is not None
+            engine.rename(op.target, op.to)
+        elif op.verb == "stop":
+            engine.stop(op.target, op.timeout)
+        elif op.verb == "start":
+            engine.start(op.target)
+        elif op.verb == "remove":
+            engine.remove(op.target)
+        else:  # pragma: no cover - the builders above make only these
+            raise ValueError(f"unknown op {op.verb!r}")
+        record(describe(op))
