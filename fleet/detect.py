@@ -85,6 +85,9 @@ class Detection:
     ``engine_platform``: the platform the device's engine requests when pulling, or None.
     ``evidence``: human lines, one per fact used ("elf_header: ELF32 little-endian ARM").
     ``warnings``: disagreements and assumptions. ``error``: the reason for no platform.
+    ``engine_version``: the engine's ``Server.Version`` (it selects the engine's matcher);
+    ``userland_isa``: the instruction set of the userland's ELF header (``"ARM"``), when
+    the probe read one.
     """
 
     platform: Platform | None = None
@@ -95,6 +98,8 @@ class Detection:
     evidence: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    engine_version: str | None = None
+    userland_isa: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; platforms as strings ("linux/arm/v7") or None."""
@@ -107,6 +112,8 @@ class Detection:
             "evidence": list(self.evidence),
             "warnings": list(self.warnings),
             "error": self.error,
+            "engine_version": self.engine_version,
+            "userland_isa": self.userland_isa,
         }
 
 
@@ -185,17 +192,18 @@ def _parse_cpuinfo(text: str) -> _CpuInfo:
     return _CpuInfo(level, True, format32, model, raw_arch, note)
 
 
-def _parse_elf(text: str) -> tuple[UserlandArch | None, str | None, str | None]:
-    """(userland, evidence, warning) from the hex of an ELF header's first 20 bytes."""
+def _parse_elf(text: str) -> tuple[UserlandArch | None, str | None, str | None, str | None]:
+    """(userland, evidence, warning, machine name) from the hex of an ELF header's first
+    20 bytes."""
     try:
         header = parse_header_hex(text)
     except ElfError as e:
-        return None, None, f"elf_header ignored: {e}"
+        return None, None, f"elf_header ignored: {e}", None
     desc = f"elf_header: {header.description}"
     userland = elf_platform(header.machine, header.bits, header.endianness)
     if userland is None:
-        return None, desc, f"elf_header: {header.description} has no OCI platform"
-    return userland, desc, None
+        return None, desc, f"elf_header: {header.description} has no OCI platform", header.machine_name
+    return userland, desc, None, header.machine_name
 
 
 def _opkg_arch(text: str) -> str | None:
@@ -247,6 +255,7 @@ def detect(facts: Mapping[str, Any]) -> Detection:
         # "illegal hardware instruction"); the platform can still be decided.
         d.warnings.append(f"engine: {s['engine_error']}")
     if "engine_version" in s:
+        d.engine_version = s["engine_version"]
         d.evidence.append(f"engine_version: {s['engine_version']}")
     if "page_size" in s:
         d.evidence.append(f"page_size: {s['page_size']}")
@@ -304,7 +313,7 @@ def detect(facts: Mapping[str, Any]) -> Detection:
     # 1-4. Userland sources, in decision order.
     sources: list[tuple[str, UserlandArch]] = []
     if "elf_header" in s:
-        ua, ev, warn = _parse_elf(s["elf_header"])
+        ua, ev, warn, d.userland_isa = _parse_elf(s["elf_header"])
         if ev:
             d.evidence.append(ev)
         if warn:

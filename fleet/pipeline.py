@@ -139,8 +139,8 @@ def plan(playbook: Playbook, probed: Sequence[Probed] | None, platforms: Sequenc
         detections[p.host] = p.detection
         if p.facts is None:
             errors[p.host] = p.error or "probe failed"
-        else:
-            versions[p.host] = p.facts.get("engine_version") or None
+        elif p.detection is not None:
+            versions[p.host] = p.detection.engine_version
     return make_plan(playbook, detections, list(platforms) or None, versions, errors)
 
 
@@ -295,7 +295,8 @@ def verify(run: Run, published: PublishResult, name: str, *, log_tail: int = 10)
     probed = probe(run)
     platforms = [e.platform for e in published.entries]
     plans = {dp.host: dp for dp in plan_devices({p.host: p.detection for p in probed}, platforms,
-                                                {p.host: (p.facts or {}).get("engine_version") for p in probed},
+                                                {p.host: p.detection.engine_version if p.detection else None
+                                                 for p in probed},
                                                 {p.host: p.error or "" for p in probed if p.facts is None})}
     reports: dict[str, DeviceReport] = {}
     jobs: list[tuple[DeviceReport, Expected]] = []

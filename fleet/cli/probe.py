@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.detect import Detection
-from fleet.elf import ElfError, parse_header_hex
 from fleet.fanout import INTERRUPTED_EXIT
 from fleet.output import emit_json, line, out, table
 from fleet.pipeline import Run, probe
@@ -27,12 +26,7 @@ def userland_text(facts: dict[str, str], det: Detection) -> str | None:
         parts.append(f"{det.bitness}-bit")
     if det.endianness:
         parts.append("LE" if det.endianness == "little" else "BE")
-    isa = None
-    if facts.get("elf_header"):
-        try:
-            isa = parse_header_hex(facts["elf_header"]).machine_name
-        except ElfError:
-            isa = None
+    isa = det.userland_isa
     if isa is None and det.platform is not None:
         isa = det.platform.architecture
     if isa:

@@ -66,7 +66,7 @@ def test_json_is_pure_and_exit_1_when_one_undecided(tmp_path):
     assert doc[1]["platform"] is None and doc[1]["error"].startswith("only kernel facts")
     assert doc[2]["platform"] is None and "unreachable" in doc[2]["error"]
     assert set(doc[0]) == {"platform", "endianness", "bitness", "kernel_machine", "engine_platform",
-                           "evidence", "warnings", "error"}
+                           "evidence", "warnings", "error", "engine_version", "userland_isa"}
 
 
 def test_single_wrapped_object_json_file(tmp_path):

@@ -256,8 +256,12 @@ def test_to_dict_shape():
     assert d == {
         "platform": "linux/arm/v7", "endianness": "little", "bitness": 32, "kernel_machine": "armv7l",
         "engine_platform": None, "evidence": d["evidence"], "warnings": [], "error": None,
+        "engine_version": None, "userland_isa": None,
     }
     assert json.loads(json.dumps(d)) == d
+    d = detect({"elf_header": "7f454c4601010100000000000000000003002800", "engine_version": "20.10.24+dfsg1",
+                "uname_m": "armv7l"})
+    assert (d.userland_isa, d.engine_version) == ("ARM", "20.10.24+dfsg1")
 
 
 # containerd cpuinfo_linux.go getArmCPUVariant: "CPU architecture" 4/4T -> arm/v4, 3 -> arm/v3,
