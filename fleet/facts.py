@@ -1,6 +1,6 @@
 """Probe: collect a device's raw platform facts in ONE remote command.
 
-Gathering and interpreting are separate (pyinfra's facts, see /work/shared/docs/style.md):
+Gathering and interpreting are separate (as pyinfra's facts are, pyinfra/facts/server.py):
 this module only runs :data:`PROBE_SCRIPT` on a device and returns the text the device
 printed, one string per fact; :func:`fleet.detect.detect` decides the platform from it.
 

@@ -14,8 +14,8 @@ Rules:
   list has no v7.
 * Each device's entry is what containerd ``Only(device platform)`` picks. Its engine by
   itself may pick another one: Docker <= 20.10 matches exactly, then takes the FIRST arm
-  entry whatever its variant (moby v20.10.24 ``filterManifests``; lab-recipe.md "Pi 4
-  running a 32-bit OS": the engine asks for arm/v8). When the engine's own pick differs,
+  entry whatever its variant (moby v20.10.24 ``filterManifests``; a Pi 4 running a 32-bit
+  OS: the engine asks for arm/v8, shown on the lab by tests/lab/test_deploy.py). When the engine's own pick differs,
   ``explicit_platform`` is True and deploy pulls with ``--platform``.
 * A device with no platform decided, or with no compatible entry, is an error: nothing is
   pushed (``Plan.errors``; the CLI exits 1).

@@ -267,7 +267,7 @@ def choose_legacy(host: Platform, entries: Sequence[Platform | None]) -> int | N
     normalization (no v7 -> v6, no arm64 -> arm fallback); if none and the host is arm,
     the FIRST ``arm`` entry of the same OS in index order whatever its variant ("deprecated
     partial match"). That is why a Pi 4 with a 32-bit engine (linux/arm/v8) pulls arm/v6
-    from an index listing arm/v6 before arm/v7 (lab-recipe.md, "Pi 4 running a 32-bit OS").
+    from an index listing arm/v6 before arm/v7 (tests/lab/test_deploy.py shows it on the lab).
     """
     for i, entry in enumerate(entries):
         if entry == host:

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures. Each helper's fixtures live in their own marked block."""
+"""Shared pytest fixtures. Each support module's fixtures live in their own marked block."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ what may be published under one multi-arch tag and which entry each device gets:
 * :func:`parse_index` reads an index as published, keeping malformed platforms (so they can
   be refused with a reason) and flagging BuildKit attestation entries.
 * :func:`check_index`, :func:`check_config`, :func:`check_elf`, :func:`check_pull_path`
-  refuse the mistakes seen in the field (cases in ``shared/cases/index-cases.yaml``):
+  refuse the mistakes seen in the field (cases in ``tests/data/cases/index-cases.yaml``):
   duplicate platforms, uname-style or misspelled variants, an entry whose image config or
   binaries are another architecture, a media type the devices' pull path does not serve.
 * :func:`build_index` writes deterministic index bytes (same entries -> same digest).

@@ -9,12 +9,13 @@ by a :class:`Child`; :mod:`fleet.publish` then checks the children and pushes th
   Engine API's classic builder through docker-py (``APIClient.build(platform=P)``; foreign
   RUN steps run under binfmt_misc emulation). BuildKit's automatic platform arguments
   (``TARGETPLATFORM``, ``TARGETOS``, ``TARGETARCH``, ``TARGETVARIANT`` and the ``BUILD*``
-  ones) are passed as build args, because the classic builder does not set them
-  (lab-recipe.md "the classic builder (engine 20.10) for a foreign platform").
-  After the build the image's Os/Architecture/Variant must equal P (library-notes 1.1:
-  the classic builder can leave amd64 on a ``FROM scratch`` image, moby#46294). Each image
-  is pushed as ``REPO:TAG-<os>-<arch>[-<variant>]``; push errors come inside the progress
-  stream (docker-py never raises on them: library-notes 1.5) and are raised here. The
+  ones) are passed as build args, because the classic builder does not set them (seen
+  with engine 20.10: ``ARG TARGETARCH`` stays empty unless passed).
+  After the build the image's Os/Architecture/Variant must equal P (the classic builder
+  can leave amd64 on a ``FROM scratch`` image, moby#46294). Each image is pushed as
+  ``REPO:TAG-<os>-<arch>[-<variant>]``; push errors come inside the progress stream
+  (docker-py's ``push(stream=True)`` returns the engine's JSON lines and raises nothing
+  for an ``error`` in them) and are raised here. The
   registry credentials go to the engine as ``auth_config`` (an HTTP header), never in a
   log line or a process argument.
 * native: ONE ssh command on the builder device receives ``[docker config JSON][build
@@ -115,7 +116,7 @@ _SCRATCH_TRAP = re.compile(r"does not match the specified platform|failed to get
 def classic_builder_hint(log_text: str) -> str:
     """Advice for a known classic-builder failure in ``log_text``, else ``""``.
 
-    The trap (lab-recipe.md, last section): in a ``FROM scratch`` stage whose first
+    The trap (seen with Debian's engine 20.10.24): in a ``FROM scratch`` stage whose first
     instruction only sets metadata (``ARG``/``ENV``/``LABEL``), the classic builder fails
     for a foreign ``--platform`` with "image ... was found but does not match the specified
     platform: wanted linux/arm64, actual: linux/amd64".

@@ -78,8 +78,8 @@ def applet_dir(busybox: Path, dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def engine():
     """A real Docker engine (Debian's dockerd 20.10) on a private socket, data root and exec
-    root, in a network namespace of its own (lab-recipe.md trap 1: never --bridge=none in
-    the host's namespace). Yields its socket path; the socket's directory is traversable by
+    root, in a network namespace of its own: an engine started with --bridge=none in the
+    host's namespace deletes the host engine's docker0 bridge (seen here; docs/lab.md). Yields its socket path; the socket's directory is traversable by
     everyone, the socket itself is root:docker 0660 as on a device."""
     workdir = Path(tempfile.mkdtemp(prefix="fleet-probe-engine-", dir="/tmp"))
     workdir.chmod(0o755)
@@ -124,7 +124,7 @@ def engine():
 
 def ensure_binfmt(name: str) -> None:
     """Register QEMU's binfmt_misc entry ``name`` (e.g. qemu-aarch64) when it is absent,
-    as the lab does (lab-recipe.md): then a foreign static busybox runs directly and its
+    as the lab does (docs/lab.md): then a foreign static busybox runs directly and its
     applets re-exec it, so the probe's ``od`` reads the foreign binary. Left registered:
     the lab needs it anyway, and removing it could break a concurrent lab run."""
     base = Path("/proc/sys/fs/binfmt_misc")

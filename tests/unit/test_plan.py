@@ -148,7 +148,7 @@ def test_explicit_list_v6_before_v7_makes_legacy_engine_pull_with_platform(tmp_p
     plan = make_plan(_playbook(tmp_path, plats), dets, engine_versions={h: "20.10.24" for h in dets})
     pi4 = next(d for d in plan.devices if d.host == "pi4-32on64")
     assert pi4.entry_platform == P("linux/arm/v7")
-    assert pi4.engine_entry == P("linux/arm/v6")  # lab-recipe: FIRST arm entry
+    assert pi4.engine_entry == P("linux/arm/v6")  # engine 20.10 takes the FIRST arm entry
     assert pi4.explicit_platform is True and "--platform linux/arm/v7" in pi4.note
     # a containerd-matching engine (Docker 23+) would pick v7 itself
     plan2 = make_plan(_playbook(tmp_path, plats), dets, engine_versions={h: "24.0.7" for h in dets})
@@ -228,7 +228,7 @@ def test_platform_tags_and_build_args():
 
 
 def test_classic_builder_trap_hint_and_push_stream_errors():
-    # the engine's message, as seen on this machine kind (lab-recipe.md, last section)
+    # the engine's message, as Debian's engine 20.10.24 printed it for a foreign --platform
     msg = ('failed to get destination image "sha256:458b": image with reference sha256:458b was '
            'found but does not match the specified platform: wanted linux/arm64, actual: linux/amd64')
     assert "first instruction must add content (COPY/ADD)" in classic_builder_hint(msg)

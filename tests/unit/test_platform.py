@@ -195,8 +195,8 @@ def test_choose_prefers_vector_order_not_index_order():
 
 
 def test_choose_legacy_pi4_32bit_takes_first_arm_entry():
-    # lab-recipe.md "Pi 4 running a 32-bit OS": engine 20.10 asks for linux/arm/v8, nothing
-    # matches exactly, so it falls back to the FIRST arm entry (arm/v6), not the best (v7).
+    # A Pi 4 running a 32-bit OS (tests/lab/test_deploy.py shows it on the lab): engine 20.10
+    # asks for linux/arm/v8, nothing matches exactly, so it falls back to the FIRST arm entry (arm/v6), not the best (v7).
     entries = [P("linux/amd64"), P("linux/arm/v6"), P("linux/arm/v7")]
     host = P("linux/arm/v8")
     assert choose_legacy(host, entries) == 1
