@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from fleet.deploy.container import LABEL
+from fleet.labels import LABEL
 from fleet.engine import ContainerState, ImageState
 from fleet.platform import Platform
 from fleet.results import Result

@@ -13,28 +13,11 @@ from dataclasses import asdict
 from typing import Mapping
 
 from fleet.engine import ContainerState
+from fleet.labels import LABEL
 from fleet.playbook import ContainerSpec
 
 __all__ = ["LABEL", "spec_digest", "deployment_labels", "previous_of", "NEW", "PREVIOUS", "FAILED",
            "parked_names"]
-
-#: Container labels fleet records a deployment under (read back by verify and by the next
-#: deploy; ``previous-*`` hold the same keys of what ran before).
-LABEL = {
-    "deployment": "io.fleet.deployment",
-    "playbook": "io.fleet.playbook",
-    "reference": "io.fleet.reference",
-    "repository": "io.fleet.repository",
-    "index": "io.fleet.index-digest",
-    "manifest": "io.fleet.manifest-digest",
-    "config": "io.fleet.config-digest",
-    "platform": "io.fleet.platform",
-    "spec": "io.fleet.spec",
-    "previous_deployment": "io.fleet.previous-deployment",
-    "previous_index": "io.fleet.previous-index-digest",
-    "previous_config": "io.fleet.previous-config-digest",
-    "previous_image": "io.fleet.previous-image",
-}
 
 #: Suffixes of the parked containers of a swap: the one created for the new release, the
 #: one that ran before (stopped, kept until commit), the one that failed its health check.

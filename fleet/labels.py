@@ -1,0 +1,26 @@
+"""The labels fleet writes on a device's containers: the device's own record of which
+deployment, index, child and config digest a container came from, and what ran before.
+Written by :mod:`fleet.deploy`, read back by :mod:`fleet.verify`, the next deploy and
+rollback."""
+
+from __future__ import annotations
+
+__all__ = ["LABEL"]
+
+#: Container labels fleet records a deployment under (read back by verify and by the next
+#: deploy; ``previous-*`` hold the same keys of what ran before).
+LABEL = {
+    "deployment": "io.fleet.deployment",
+    "playbook": "io.fleet.playbook",
+    "reference": "io.fleet.reference",
+    "repository": "io.fleet.repository",
+    "index": "io.fleet.index-digest",
+    "manifest": "io.fleet.manifest-digest",
+    "config": "io.fleet.config-digest",
+    "platform": "io.fleet.platform",
+    "spec": "io.fleet.spec",
+    "previous_deployment": "io.fleet.previous-deployment",
+    "previous_index": "io.fleet.previous-index-digest",
+    "previous_config": "io.fleet.previous-config-digest",
+    "previous_image": "io.fleet.previous-image",
+}
