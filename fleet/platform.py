@@ -64,9 +64,9 @@ _KNOWN_ARCH = frozenset(
 # containerd keeps those names as written, and no engine matches them.
 _ARCH_ALIASES = frozenset("i386 x86_64 x86-64 aarch64 armhf armel".split())
 _UNAME_X86 = frozenset("i486 i586 i686".split())
-_COMPONENT = re.compile(r"^[A-Za-z0-9_.-]+$")
-_ARM64_VARIANT = re.compile(r"^v(?P<major>8|9)(?:\.(?P<minor>[0-9]))?$")
-_OTHER_VARIANT = re.compile(r"^[a-z0-9][a-z0-9.]*$")
+_COMPONENT = re.compile(r"[A-Za-z0-9_.-]+")
+_ARM64_VARIANT = re.compile(r"v(?P<major>8|9)(?:\.(?P<minor>[0-9]))?")
+_OTHER_VARIANT = re.compile(r"[a-z0-9][a-z0-9.]*")
 
 
 def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
@@ -113,14 +113,14 @@ def _check(spec: str, os_: str, arch: str, variant: str) -> None:
     if arch == "arm" and variant not in ("v5", "v6", "v7", "v8"):
         # uname-style "v7l"/"v6l" variants: shellhub-io/shellhub#2440, moby/moby#34875.
         raise PlatformError(spec, f"invalid variant {variant!r} for arm (valid: v5, v6, v7, v8)")
-    if arch == "arm64" and variant and not _ARM64_VARIANT.match(variant):
+    if arch == "arm64" and variant and not _ARM64_VARIANT.fullmatch(variant):
         # "--variant armv8": robertsLando/Zwave2Mqtt-docker#15; "arm64/v7" is a 32-bit level.
         raise PlatformError(spec, f"invalid variant {variant!r} for arm64 (valid: none, v8, v8.x, v9.x)")
     if arch == "amd64" and variant not in ("", "v2", "v3", "v4"):
         raise PlatformError(spec, f"invalid variant {variant!r} for amd64 (valid: none, v1, v2, v3, v4)")
     if arch == "386" and variant:
         raise PlatformError(spec, f"invalid variant {variant!r} for 386 (386 has no variants)")
-    if variant and not _OTHER_VARIANT.match(variant):
+    if variant and not _OTHER_VARIANT.fullmatch(variant):
         raise PlatformError(spec, f"invalid variant {variant!r}")
 
 
@@ -145,7 +145,7 @@ class Platform:
         if not os_ or not self.architecture:
             raise PlatformError(spec, "OS and architecture are required")
         for part in (self.os, self.architecture) + ((self.variant,) if self.variant else ()):
-            if not _COMPONENT.match(part):
+            if not _COMPONENT.fullmatch(part):
                 raise PlatformError(spec, f"invalid characters in {part!r}")
         arch, variant = _normalize_arch(self.architecture, self.variant or "")
         _check(spec, os_, arch, variant)
@@ -168,7 +168,7 @@ class Platform:
         if len(parts) > 3 or any(not p for p in parts):
             raise PlatformError(spec, "expected os/architecture[/variant]")
         for part in parts:
-            if not _COMPONENT.match(part):
+            if not _COMPONENT.fullmatch(part):
                 raise PlatformError(spec, f"invalid characters in {part!r}")
         first = parts[0].lower()
         is_arch = first in _KNOWN_ARCH or first in _ARCH_ALIASES
@@ -202,7 +202,7 @@ def normalize(os: str, arch: str, variant: str = "") -> Platform:
 
 
 def _arm64_version(variant: str) -> tuple[int, int]:
-    m = _ARM64_VARIANT.match(variant or "v8")
+    m = _ARM64_VARIANT.fullmatch(variant or "v8")
     assert m is not None  # Platform validated it
     return int(m["major"]), int(m["minor"] or 0)
 

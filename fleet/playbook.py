@@ -41,6 +41,7 @@ key (``InputFileError``); unknown keys are errors, never ignored; inline secrets
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from fleet.errors import UsageError
 from fleet.platform import Platform
 from fleet.yamlfile import KeyPath, LocatedDocument, load_located
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_KEYS = {"password", "token", "auth", "secret", "identitytoken", "registrytoken"}
 
@@ -308,15 +309,15 @@ class _Validator:
 _CONTAINER_KEYS = {"name", "command", "entrypoint", "env", "ports", "volumes", "devices", "restart",
                    "privileged", "network_mode", "labels"}
 _HEALTH_KEYS = {"running", "command", "http", "timeout", "interval"}
-_CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")  # moby daemon/names
-_RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
-_PORT_RE = re.compile(r"^(?:(?:\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?:[0-9]{1,5}(?:-[0-9]{1,5})?:)?"
-                      r"[0-9]{1,5}(?:-[0-9]{1,5})?(?:/(?:tcp|udp|sctp))?$")
-_VOLUME_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")  # moby volume/local names
+_CONTAINER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # moby daemon/names
+_RESTART_RE = re.compile(r"(no|always|unless-stopped|on-failure(:[0-9]+)?)")
+_PORT_RE = re.compile(r"(?:(?:\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?:(?P<host>[0-9]{1,5}(?:-[0-9]{1,5})?):)?"
+                      r"(?P<container>[0-9]{1,5}(?:-[0-9]{1,5})?)(?:/(?:tcp|udp|sctp))?")
+_VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # moby volume/local names
 _VOLUME_OPTS = {"ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate",
                 "nocopy", "consistent", "cached", "delegated"}
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NETWORK_RE = re.compile(r"^(host|bridge|none|default|container:[a-zA-Z0-9][a-zA-Z0-9_.-]*|[a-zA-Z0-9][a-zA-Z0-9_.-]*)$")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NETWORK_RE = re.compile(r"(host|bridge|none|default|container:[a-zA-Z0-9][a-zA-Z0-9_.-]*|[a-zA-Z0-9][a-zA-Z0-9_.-]*)")
 #: Label prefix fleet records its deployments under; a playbook may not set these.
 FLEET_LABEL_PREFIX = "io.fleet."
 
@@ -329,7 +330,7 @@ def _container(v: "_Validator", value: Any, default_name: str) -> ContainerSpec 
     name = default_name
     if "name" in c:
         name = v.string(c["name"], kp + ("name",))
-        if not _CONTAINER_NAME_RE.match(name):
+        if not _CONTAINER_NAME_RE.fullmatch(name):
             raise v.fail(kp + ("name",), "must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (Docker container names)")
     if name.endswith((".previous", ".new", ".failed")):
         raise v.fail(kp + ("name",), "must not end in .previous/.new/.failed (fleet names its own "
@@ -340,12 +341,15 @@ def _container(v: "_Validator", value: Any, default_name: str) -> ContainerSpec 
         if not isinstance(raw, dict):
             raise v.fail(kp + ("env",), f"must be a mapping NAME: value, got {_kind(raw)}")
         for key, val in raw.items():
-            if not isinstance(key, str) or not _ENV_NAME_RE.match(key):
+            if not isinstance(key, str) or not _ENV_NAME_RE.fullmatch(key):
                 raise v.fail(kp + ("env", key), "environment variable names must match [A-Za-z_][A-Za-z0-9_]*")
             if val is None or val == "":
                 env[key] = ""  # set but empty, as `docker run -e NAME=`
             else:
                 env[key] = v.string(val, kp + ("env", key), expand=True)
+                if "\n" in env[key] or "\r" in env[key] or "\0" in env[key]:
+                    raise v.fail(kp + ("env", key), "a value with a line break or NUL cannot be passed to a "
+                                                    "container's environment (Docker's --env-file format)")
     labels: dict[str, str] = {}
     if "labels" in c:
         raw = c["labels"]
@@ -359,14 +363,19 @@ def _container(v: "_Validator", value: Any, default_name: str) -> ContainerSpec 
             labels[k] = "" if val is None else str(val)
     ports = _strings(v, c.get("ports"), kp + ("ports",))
     for i, port in enumerate(ports):
-        if not _PORT_RE.match(port):
+        m = _PORT_RE.fullmatch(port)
+        if not m:
             raise v.fail(kp + ("ports", i), f"{port!r} is not [IP:][HOST:]CONTAINER[/tcp|udp|sctp]")
+        for part in (m.group("host"), m.group("container")):
+            low, _, high = (part or "1").partition("-")
+            if not (1 <= int(low) <= 65535 and 1 <= int(high or low) <= 65535 and int(low) <= int(high or low)):
+                raise v.fail(kp + ("ports", i), f"{port!r}: ports are 1-65535 (a range low-high, low <= high)")
     volumes = _strings(v, c.get("volumes"), kp + ("volumes",), expand=True)
     for i, vol in enumerate(volumes):
         parts = vol.split(":")
         if len(parts) not in (2, 3) or not parts[1].startswith("/"):
             raise v.fail(kp + ("volumes", i), f"{vol!r} is not SOURCE:/container/path[:OPTIONS]")
-        if not (parts[0].startswith("/") or _VOLUME_NAME_RE.match(parts[0])):
+        if not (parts[0].startswith("/") or _VOLUME_NAME_RE.fullmatch(parts[0])):
             raise v.fail(kp + ("volumes", i), f"source {parts[0]!r} must be an absolute path on the device "
                                               "or a volume name (relative paths have no meaning there)")
         if len(parts) == 3 and not set(parts[2].split(",")) <= _VOLUME_OPTS:
@@ -382,12 +391,12 @@ def _container(v: "_Validator", value: Any, default_name: str) -> ContainerSpec 
     restart = None
     if "restart" in c:
         restart = v.string(c["restart"], kp + ("restart",)) if c["restart"] is not False else "no"
-        if not _RESTART_RE.match(restart):
+        if not _RESTART_RE.fullmatch(restart):
             raise v.fail(kp + ("restart",), "must be no, always, unless-stopped or on-failure[:N]")
     network = None
     if "network_mode" in c:
         network = v.string(c["network_mode"], kp + ("network_mode",))
-        if not _NETWORK_RE.match(network):
+        if not _NETWORK_RE.fullmatch(network):
             raise v.fail(kp + ("network_mode",), "must be host, bridge, none, container:NAME or a network name")
     return ContainerSpec(
         name=name,
@@ -414,14 +423,17 @@ def _health(v: "_Validator", value: Any) -> HealthSpec:
         if key not in h:
             return default
         val = h[key]
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or val < minimum:
-            raise v.fail(kp + (key,), f"must be a number of seconds >= {minimum:g}, got {val!r}")
+        # nan compares false with everything and inf never elapses: a health loop bounded
+        # by either would never end
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) \
+                or val < minimum:
+            raise v.fail(kp + (key,), f"must be a finite number of seconds >= {minimum:g}, got {val!r}")
         return float(val)
 
     http = None
     if "http" in h:
         http = v.string(h["http"], kp + ("http",), expand=True)
-        if not re.match(r"^https?://[^\s/]+(/\S*)?$", http):
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", http):
             raise v.fail(kp + ("http",), f"{http!r} is not an http:// or https:// URL")
     health = HealthSpec(
         running=seconds("running", 5.0, 0),
@@ -489,7 +501,7 @@ def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) ->
     v = _Validator(doc, os.environ if environ is None else environ)
     top = v.mapping(doc.data, (), TOP_LEVEL_KEYS, {"name", "image", "source"})
     name = v.string(top["name"], ("name",))
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise v.fail(("name",), "must match [a-z0-9][a-z0-9_.-]* (it names containers and reports)")
     image = v.string(top["image"], ("image",), expand=True)
     if "@" in image:

@@ -50,7 +50,7 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 ATTESTATION_VALUE = "attestation-manifest"
 
-_DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$")
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 
 
 class IndexRefused(FleetError):
@@ -182,7 +182,7 @@ def _problems(entries: Sequence[IndexEntry]) -> list[Problem]:
     out: list[Problem] = []
     seen: dict[Platform, int] = {}
     for i, e in enumerate(entries):
-        if not _DIGEST_RE.match(e.digest) or e.size <= 0:
+        if not _DIGEST_RE.fullmatch(e.digest) or e.size <= 0:
             out.append(Problem("bad-descriptor", f"entry {i} ({e.label}): invalid digest "
                                                  f"{e.digest!r} or size {e.size}", i))
         if e.is_attestation:
