@@ -64,14 +64,19 @@ def _stderr_tail(stderr: bytes) -> str:
     return "; stderr: " + " | ".join(line.rstrip() for line in text.splitlines() if line.strip())
 
 
-def run_script(path: Path, args: list[str], timeout: float = SCRIPT_TIMEOUT, max_output: int = SCRIPT_MAX_OUTPUT) -> str:
+def run_script(path: Path, args: list[str], timeout: float | None = None, max_output: int | None = None) -> str:
     """Run ``path ARGS`` and return its standard output (UTF-8).
+
+    ``timeout`` (seconds) and ``max_output`` (bytes, per stream) default to
+    :data:`SCRIPT_TIMEOUT` and :data:`SCRIPT_MAX_OUTPUT`.
 
     No shell; stdin is /dev/null; the script runs in its own session so that a timeout
     or an oversized output kills it and everything it started. Raises
     :class:`InputFileError` naming the script for a failure to start, a non-zero exit,
     more than ``timeout`` seconds or ``max_output`` bytes, or output that is not UTF-8.
     """
+    timeout = SCRIPT_TIMEOUT if timeout is None else timeout
+    max_output = SCRIPT_MAX_OUTPUT if max_output is None else max_output
     source = str(path)
     cmd = " ".join([source, *args])
     try:
