@@ -40,12 +40,12 @@ InventoryOpt = Annotated[
         "--inventory",
         "-i",
         metavar="INVENTORY",
-        help="Ansible inventory file or directory (INI or YAML); repeat to merge several.",
+        help="Ansible inventory: INI, YAML, TOML file, inventory script or directory; repeat to merge several.",
     ),
 ]
 LimitOpt = Annotated[
     Optional[str],
-    typer.Option("--limit", "-l", metavar="PATTERN", help="Ansible host pattern: only these hosts/groups."),
+    typer.Option("--limit", "-l", metavar="PATTERN", help="Ansible host pattern: only these hosts/groups (@FILE: the names in FILE, one per line)."),
 ]
 ForksOpt = Annotated[
     int,
