@@ -8,7 +8,6 @@ device) or a list of either, as JSON or YAML.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from fleet.errors import InputFileError
 from fleet.facts import FACT_KEYS
 from fleet.output import warn
-from fleet.yamlfile import LocatedDocument, load_located
+from fleet.yamlfile import MAX_FACTS_BYTES, LocatedDocument, load_located, parse_json, read_input
 
 __all__ = ["FactsEntry", "load_facts_file"]
 
@@ -33,22 +32,24 @@ class FactsEntry:
 
 
 def _load(path: str) -> LocatedDocument:
-    """Parse ``path`` as JSON (``.json`` or text starting with ``{``/``[``) else YAML."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise InputFileError(path, f"not UTF-8 text: {exc.reason}") from None
-    if p.suffix.lower() == ".json" or text.lstrip()[:1] in ("{", "["):
+    """Parse ``path`` (a regular file of at most :data:`MAX_FACTS_BYTES`) as JSON (``.json``
+    or text starting with ``{``/``[``) else YAML."""
+    text = read_input(path, MAX_FACTS_BYTES)
+    if Path(path).suffix.lower() == ".json" or text.lstrip()[:1] in ("{", "["):
+        return LocatedDocument(path, parse_json(path, text), {})
+    return load_located(path, MAX_FACTS_BYTES)
+
+
+def _fail(doc: LocatedDocument, keypath: tuple[Any, ...], message: str) -> InputFileError:
+    """``doc.error`` with a line also for JSON: JSON is YAML, so the YAML reader finds the
+    line of ``keypath`` (read again only on this error path)."""
+    if not doc.lines:
         try:
-            return LocatedDocument(path, json.loads(text), {})
-        except json.JSONDecodeError as exc:
-            raise InputFileError(path, f"JSON error: {exc.msg}", exc.lineno) from None
-        except RecursionError:
-            raise InputFileError(path, "JSON nested too deeply") from None
-    return load_located(path)
+            located = load_located(doc.path, MAX_FACTS_BYTES)
+            return InputFileError(doc.path, message, located.line(keypath))
+        except InputFileError:
+            pass
+    return doc.error(keypath, message)
 
 
 def load_facts_file(path: str) -> list[FactsEntry]:
@@ -67,11 +68,11 @@ def load_facts_file(path: str) -> list[FactsEntry]:
     for i, item in enumerate(items):
         kp: tuple[Any, ...] = (i,) if isinstance(data, list) else ()
         if not isinstance(item, dict):
-            raise doc.error(kp, f"entry {i}: expected a facts object or {{host, facts}}, got {type(item).__name__}")
+            raise _fail(doc, kp, f"entry {i}: expected a facts object or {{host, facts}}, got {type(item).__name__}")
         if "facts" in item:
             host = item.get("host", item.get("id", str(i)))  # "id": the real-device case files
             if not isinstance(host, (str, int)):
-                raise doc.error(kp + ("host",), "host must be a string")
+                raise _fail(doc, kp + ("host",), "host must be a string")
             facts = item["facts"]
             fkp = kp + ("facts",)
             note = item.get("error") if isinstance(item.get("error"), str) else None
@@ -79,15 +80,15 @@ def load_facts_file(path: str) -> list[FactsEntry]:
                 entries.append(FactsEntry(str(host), None, note))
                 continue
         elif "host" in item:
-            raise doc.error(kp, f"entry {i} has a 'host' but no 'facts'")
+            raise _fail(doc, kp, f"entry {i} has a 'host' but no 'facts'")
         else:
             host, facts, fkp, note = str(i), item, kp, None
         if not isinstance(facts, dict):
-            raise doc.error(fkp, f"facts must be a mapping of fact key -> text, got {type(facts).__name__}")
+            raise _fail(doc, fkp, f"facts must be a mapping of fact key -> text, got {type(facts).__name__}")
         clean: dict[str, str] = {}
         for key, value in facts.items():
             if isinstance(value, (dict, list)):
-                raise doc.error(fkp + (key,), f"fact '{key}' must be text, got {type(value).__name__}")
+                raise _fail(doc, fkp + (key,), f"fact '{key}' must be text, got {type(value).__name__}")
             if key not in FACT_KEYS:
                 line = doc.line(fkp + (key,))
                 warn(f"{path}{':' + str(line) if line else ''}: unknown fact key '{key}' ignored")
