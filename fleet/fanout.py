@@ -128,6 +128,9 @@ def run_each(
                         if fut.cancelled():
                             continue
                         o = fut.result()
+                        if stop_at is not None and o.error is not None and not o.interrupted:
+                            # failed because the interrupt closed its connection
+                            o.error = Interrupted(reason=f"interrupted (Ctrl-C): {o.error}")
                         results[index[fut]] = o
                         progress.advance(task)
                         if on_done is not None:

@@ -311,7 +311,7 @@ _CONTAINER_KEYS = {"name", "command", "entrypoint", "env", "ports", "volumes", "
 _HEALTH_KEYS = {"running", "command", "http", "timeout", "interval"}
 _CONTAINER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # moby daemon/names
 _RESTART_RE = re.compile(r"(no|always|unless-stopped|on-failure(:[0-9]+)?)")
-_PORT_RE = re.compile(r"(?:(?:\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?:(?P<host>[0-9]{1,5}(?:-[0-9]{1,5})?):)?"
+_PORT_RE = re.compile(r"(?:(?:\[[0-9a-fA-F:.]+\]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}):)?(?:(?P<host>[0-9]{1,5}(?:-[0-9]{1,5})?):)?"
                       r"(?P<container>[0-9]{1,5}(?:-[0-9]{1,5})?)(?:/(?:tcp|udp|sctp))?")
 _VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # moby volume/local names
 _VOLUME_OPTS = {"ro", "rw", "z", "Z", "shared", "rshared", "slave", "rslave", "private", "rprivate",

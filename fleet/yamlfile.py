@@ -275,7 +275,10 @@ class LocatedDocument:
 
     def error(self, keypath: KeyPath, message: str) -> InputFileError:
         """An InputFileError naming this file, the line of ``keypath`` and the dotted key."""
-        dotted = ".".join(str(k) for k in keypath)
+        # a key with a control character (a trailing newline) is shown escaped, so the
+        # message stays on one line and says what is wrong with the key
+        dotted = ".".join(str(k).encode("unicode_escape").decode("ascii") if not str(k).isprintable()
+                          else str(k) for k in keypath)
         prefix = f"key '{dotted}': " if dotted else ""
         return InputFileError(self.path, prefix + message, self.line(keypath))
 

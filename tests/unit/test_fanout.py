@@ -77,8 +77,9 @@ def test_first_interrupt_aborts_work_in_flight_and_reports_the_rest_interrupted(
     t0 = time.monotonic()
     outs = run_each([0, 1, 2], fn, forks=1, on_interrupt=release.set)
     assert time.monotonic() - t0 < 5
-    assert isinstance(outs[0].error, ConnectionError)
-    assert [o.interrupted for o in outs] == [False, True, True]
+    # the device at work failed because the interrupt closed its session: interrupted too
+    assert "session closed" in str(outs[0].error)
+    assert [o.interrupted for o in outs] == [True, True, True]
     assert started == [0]  # nothing new started after the interrupt
     assert outs[1].error.exit_code == 130
 
@@ -108,7 +109,7 @@ def test_graceful_interrupt_lets_running_work_finish_and_a_second_one_stops_wait
     t0 = time.monotonic()
     outs = run_each([0], slow, forks=1, graceful=True, on_interrupt=release.set)
     assert time.monotonic() - t0 < 5 and release.is_set()
-    assert isinstance(outs[0].error, ConnectionError)
+    assert outs[0].interrupted and "session closed" in str(outs[0].error)
 
 
 def test_progress_only_on_a_terminal(capsys, monkeypatch):
