@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from fleet.connections import Connections
-from fleet.deploy import App, DeployOptions, DeviceJob, deploy_device, report_for, verify_device
+from fleet.deploy import App, DeployOptions, DeviceJob, DeviceLink, deploy_device, report_for, verify_device
 from fleet.detect import Detection, detect
 from fleet.engine import PullAuth
 from fleet.errors import UsageError
@@ -265,7 +265,8 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
     app = App(out.reference, playbook.name, playbook.container_spec, playbook.health, auth)
 
     def one(job: DeviceJob) -> DeviceReport:
-        return deploy_device(run.connections.engine(job.host), job, app, options, check_only=check)
+        link = DeviceLink(lambda: run.connections.session(job.host), run.connections.target(job.host).become)
+        return deploy_device(run.connections.engine(job.host), job, app, options, link, check_only=check)
 
     def done(o) -> None:
         if on_done is not None and o.value is not None:

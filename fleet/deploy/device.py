@@ -11,30 +11,38 @@ running what it ran before:
 3. verify the pulled image against the planned entry (config digest, platform, layers): a
    wrong child is never started;
 4. create ``NAME.new`` labelled with the deployment (:mod:`fleet.deploy.container`);
-5. swap (:mod:`fleet.deploy.txn`), health check (:mod:`fleet.deploy.health`), then commit,
-   or roll back to the previous container ("rolled-back");
+5. take the app's lock on the device and start the device-side transaction
+   (:mod:`fleet.deploy.devicetxn`: swap, health check, commit, or roll back to the previous
+   container), which finishes by itself whatever happens to the controller or the link;
+   follow it to its outcome ("rolled-back" when the new release was unhealthy);
 6. verify what runs now.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from fleet.deploy import txn
 from fleet.deploy.container import LABEL, deployment_labels, parked_names, previous_of, spec_digest
 from fleet.deploy.decide import DEFAULT_MIN_FREE, create_from, decide, pull_platform, space_needed, space_refusal
-from fleet.deploy.health import wait_healthy
+from fleet.deploy.devicetxn import Outcome, settle_seconds, transaction_script
+from fleet.deploy.remote import TxnClient
 from fleet.deploy.view import observe
-from fleet.engine import Engine, EngineError, PullAuth
+from fleet.engine import Engine, PullAuth
 from fleet.plan import DevicePlan
 from fleet.playbook import ContainerSpec, HealthSpec
 from fleet.results import DeviceReport, Result
+from fleet.ssh import SSHError
 from fleet.verify import Expected, check_container, check_image, crash_reason, verdict
 
-__all__ = ["App", "DeviceJob", "DeployOptions", "DeployHooks", "new_deployment_id", "deploy_device",
+if TYPE_CHECKING:
+    from fleet.ssh import Session
+
+__all__ = ["App", "DeviceJob", "DeviceLink", "DeployOptions", "DeployHooks", "new_deployment_id", "deploy_device",
            "verify_device", "report_for"]
 
 
@@ -52,8 +60,8 @@ class DeployHooks:
     """Callbacks for tests and integrations (never needed by users).
 
     ``after_publish(result)`` runs once the index is pushed, before any device pulls;
-    ``before_health(host, engine)`` runs on a device once its new container started, before
-    its health check."""
+    ``before_health(host, engine)`` runs when a device's transaction reports that the new
+    container started and its health check began."""
 
     after_publish: Callable[..., None] | None = None
     before_health: Callable[[str, Engine], None] | None = None
@@ -109,7 +117,16 @@ def report_for(host: str, plan: DevicePlan | None) -> DeviceReport:
                         bool(plan.explicit_platform))
 
 
-def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, *,
+@dataclass(frozen=True)
+class DeviceLink:
+    """How the deploy reaches one device besides its engine: ``session()`` returns its open
+    SSH session (a new one after a drop), ``become`` runs docker through ``sudo -n``."""
+
+    session: Callable[[], "Session"]
+    become: bool = False
+
+
+def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, link: DeviceLink, *,
                   check_only: bool = False) -> DeviceReport:
     """Steps 1-6 of the module docstring on one device; returns its report. Never raises for
     a device-side failure: the report says "failed", "refused", "rolled-back" or (with
@@ -117,7 +134,7 @@ def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptio
     t0 = time.monotonic()
     rep = report_for(job.host, job.plan)
     try:
-        _deploy(engine, job, app, options, rep, check_only)
+        _deploy(engine, job, app, options, rep, link, check_only)
     except Exception as exc:  # classified by type: one device's failure is its row
         if rep.result is not Result.ROLLED_BACK:
             rep.fail(exc)
@@ -127,7 +144,7 @@ def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptio
 
 
 def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep: DeviceReport,
-            check_only: bool) -> None:
+            link: DeviceLink, check_only: bool) -> None:
     e = job.expected
     name = app.spec.name
     spec_id = spec_digest(app.spec)
@@ -174,7 +191,8 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
         rep.result, rep.reason = Result.FAILED, f"pulled image is not the planned {e.platform} child: {why}; nothing replaced"
         return
     rep.pulled = e.manifest_digest
-    healthy, detail = _swap(engine, job, app, options, rep, pulled_ref=create_from(e, pulled, store), spec_id=spec_id)
+    healthy, detail = _swap(engine, job, app, options, rep, link, pulled_ref=create_from(e, pulled, store),
+                            spec_id=spec_id)
     if not healthy:
         return
     # 6. verify what runs now
@@ -188,45 +206,77 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
     rep.reason = detail if result is Result.VERIFIED else f"{result}: {why}"
 
 
-def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep: DeviceReport, *,
-          pulled_ref: tuple[str, object], spec_id: str) -> tuple[bool, str]:
-    """Steps 4-5: create NAME.new, swap, health, then commit or roll back. Returns
-    ``(healthy, detail)``; when not healthy, ``rep`` holds the outcome (rolled-back or
-    failed)."""
+def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep: DeviceReport, link: "DeviceLink",
+          *, pulled_ref: tuple[str, object], spec_id: str) -> tuple[bool, str]:
+    """Steps 4-5: take the app's lock on the device, create NAME.new, then start the
+    device-side transaction (swap, health, commit or roll back: :mod:`fleet.deploy.devicetxn`)
+    and follow it to its outcome. Returns ``(healthy, detail)``; when not healthy, ``rep``
+    holds the outcome (rolled-back, failed, refused)."""
     name = app.spec.name
     new = parked_names(name)[0]
     deployment = options.deployment
     record = rep.actions.append
-    txn.apply(engine, txn.prepare_ops(name), record)
-    current = engine.container(name)
-    e = job.expected
-    labels = deployment_labels(deployment=deployment, playbook=app.playbook, reference=app.reference,
-                               repository=e.repository, index_digest=e.index_digest,
-                               manifest_digest=e.manifest_digest, config_digest=e.config_digest,
-                               platform=str(e.platform), spec_id=spec_id, previous=current)
-    image_ref, platform = pulled_ref
-    engine.create_container(new, str(image_ref), app.spec, labels, platform=platform)  # type: ignore[arg-type]
-    record(f"create {new} from {str(image_ref)[:19]}")
-    healthy, detail = False, ""
+    client = TxnClient(link.session, name, deployment, link.become)
+    lock = client.lock()
+    if lock.uncollected is not None and lock.uncollected.deployment:
+        o = lock.uncollected
+        record(f"found on the device: deployment {o.deployment} ended {o.outcome} while no controller "
+               f"followed it" + (f" ({o.detail})" if o.detail else ""))
+        client.mark_collected()
+    if lock.state == "locked":
+        rep.result = Result.REFUSED
+        rep.reason = (f"deployment {lock.holder} holds {name} on this device (its lock was taken {lock.age} s "
+                      f"ago and its transaction is alive): not touched; run again when it ends")
+        return False, ""
     try:
-        txn.apply(engine, txn.swap_ops(name, options.stop_timeout), record)
-        if options.hooks.before_health:
+        if lock.state == "stale":
+            record(f"recovering the dead transaction of deployment {lock.holder}")
+            txn.apply(engine, txn.rollback_ops(name, lock.holder, options.stop_timeout), record)
+        txn.apply(engine, txn.prepare_ops(name), record)
+        current = engine.container(name)
+        e = job.expected
+        labels = deployment_labels(deployment=deployment, playbook=app.playbook, reference=app.reference,
+                                   repository=e.repository, index_digest=e.index_digest,
+                                   manifest_digest=e.manifest_digest, config_digest=e.config_digest,
+                                   platform=str(e.platform), spec_id=spec_id, previous=current)
+        image_ref, platform = pulled_ref
+        engine.create_container(new, str(image_ref), app.spec, labels, platform=platform)  # type: ignore[arg-type]
+        record(f"create {new} from {str(image_ref)[:19]}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.unlock()
+        raise
+
+    def on_status(phase: str) -> None:
+        if phase == "health" and options.hooks.before_health:
             options.hooks.before_health(job.host, engine)
-        healthy, detail = wait_healthy(engine, name, app.health)
-    except EngineError as exc:
-        detail = f"{exc.command} failed: {exc.output[-200:]}"
-    if healthy:
-        record(f"healthy: {detail}")
-        txn.apply(engine, txn.commit_ops(name), record)
-        return True, detail
-    rep.log_tail = engine.logs(name, options.log_tail)
-    crash = crash_reason(engine.container(name), rep.log_tail)
+
+    script = transaction_script(name, deployment, app.health, options.stop_timeout)
+    settle = settle_seconds(app.health, options.stop_timeout)
+    started = time.monotonic()
+    try:
+        outcome = client.launch(script, settle, on_status)
+    except SSHError as exc:
+        record(f"link lost while the device worked ({exc.reason}); it finishes by itself")
+        outcome = _collect(client, started + settle, record)
+    if outcome is None:
+        outcome = _collect(client, started + settle, record)
+    if outcome is None:
+        rep.result = Result.FAILED
+        rep.reason = (f"the device-side transaction of {name} gave no outcome within {settle} s; the device "
+                      f"finishes it by itself: run verify (or deploy again) to see where it ended")
+        return False, ""
+    record(f"device transaction: {outcome.outcome}" + (f" ({outcome.detail})" if outcome.detail else ""))
+    if outcome.outcome == "committed":
+        return True, outcome.detail
+    failed = engine.container(parked_names(name)[2])
+    rep.log_tail = engine.logs(failed.name, options.log_tail) if failed is not None else ""
+    detail = outcome.detail
+    crash = crash_reason(failed, rep.log_tail)
     if crash and crash not in detail:
         detail += f" ({crash})"
-    record(f"unhealthy: {detail}")
-    txn.apply(engine, txn.rollback_ops(name, deployment, options.stop_timeout), record)
     restored = engine.container(name)
-    if restored is not None and restored.labels.get(LABEL["deployment"]) != deployment:
+    if outcome.outcome == "rolled-back" and restored is not None:
         back = "running again" if restored.running else f"NOT running ({restored.status})"
         rep.result = Result.ROLLED_BACK
         rep.reason = f"new version unhealthy: {detail}; previous container {back}"
@@ -234,6 +284,21 @@ def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep:
         rep.result = Result.FAILED
         rep.reason = f"new version unhealthy: {detail}; there was no previous container to restore"
     return False, detail
+
+
+def _collect(client: TxnClient, deadline: float, record: Callable[[str], None]) -> Outcome | None:
+    """Reconnect and collect the transaction's outcome until ``deadline`` (monotonic)."""
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return client.collect(max(1.0, min(left, 60.0)))
+        except SSHError as exc:
+            if time.monotonic() >= deadline:
+                record(f"could not reach the device again: {exc.reason}")
+                return None
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            return None
 
 
 def verify_device(engine: Engine, rep: DeviceReport, expected: Expected, name: str, *,
