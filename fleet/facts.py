@@ -30,6 +30,11 @@ trailing newline; a key is absent when its tool is missing, fails, or prints not
 ``engine_version``  ``docker version`` Server.Version
 ``engine_info_arch`` ``docker info`` Architecture: the kernel machine as the engine sees it
                     (moby ``daemon/info.go``), NOT an OCI architecture
+``fleet_apps``      one line per app fleet deployed on the device, from its transaction
+                    records (:mod:`fleet.deploy.devicetxn`): ``NAME lock=DEPLOYMENT|-
+                    outcome=DEPLOYMENT OUTCOME|- collected=DEPLOYMENT|-``: what holds the
+                    app's lock, how its last transaction ended, and whether a controller
+                    read that outcome (read with shell builtins, no process)
 ``engine_error``    present instead of the engine facts when a docker CLI exists but the engine
                     cannot be reached (the CLI's own error text, e.g. permission denied on
                     its socket; with become, also why ``sudo -n`` failed), or when no CLI is on
@@ -81,6 +86,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from fleet.errors import FleetError
+from fleet.labels import STATE_DIR
 
 if TYPE_CHECKING:  # fleet.ssh imports paramiko; keep this module importable without it
     from fleet.ssh import Session
@@ -114,6 +120,7 @@ FACT_KEYS: tuple[str, ...] = (
     "engine_version",
     "engine_info_arch",
     "engine_error",
+    "fleet_apps",
 )
 
 #: First line of the probe's output; the version lets a future parser read older devices.
@@ -185,8 +192,22 @@ if c docker; then
 elif [ -S /var/run/docker.sock ]; then
  v engine_error "no docker CLI on PATH, but the engine socket /var/run/docker.sock exists"
 fi
+a=
+set +f
+for p in "@STATE_DIR@"/apps/*/; do
+ [ -d "$p" ] || continue
+ n=${p%/}; n=${n##*/}; l=- o=- c=-
+ [ -r "$p/lock/info" ] && { read -r l < "$p/lock/info"; l=${l#deployment=}; }
+ [ -r "$p/outcome" ] && { { read -r o; read -r x; } < "$p/outcome"; o="${o#deployment=} ${x#outcome=}"; }
+ [ -r "$p/collected" ] && read -r c < "$p/collected"
+ a="$a${a:+$nl}$n lock=$l outcome=$o collected=$c"
+done
+set -f
+[ -n "$a" ] && v fleet_apps "$a"
 printf '%s end\n' "$B"
 """
+
+PROBE_SCRIPT = PROBE_SCRIPT.replace("@STATE_DIR@", STATE_DIR)
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 _HEADER = re.compile(rb"(?:^|\n)" + re.escape(HEADER.encode()) + rb" ([0-9a-f]{32})\n")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable
 from fleet.deploy import txn
 from fleet.deploy.container import LABEL, deployment_labels, parked_names, previous_of, spec_digest
 from fleet.deploy.decide import DEFAULT_MIN_FREE, create_from, decide, pull_platform, space_needed, space_refusal
-from fleet.deploy.devicetxn import Outcome, settle_seconds, transaction_script
+from fleet.deploy.devicetxn import AppRecord, Outcome, settle_seconds, transaction_script
 from fleet.deploy.remote import TxnClient
 from fleet.deploy.view import observe
 from fleet.engine import Engine, PullAuth
@@ -98,12 +98,24 @@ class App:
 @dataclass(frozen=True)
 class DeviceJob:
     """One device's work: ``host``, its ``plan`` (:class:`fleet.plan.DevicePlan`), the
-    ``expected`` planned entry, and ``size`` (bytes the child weighs compressed)."""
+    ``expected`` planned entry, ``size`` (bytes the child weighs compressed) and
+    ``record``: what the probe read of the app's transaction records on the device."""
 
     host: str
     plan: DevicePlan
     expected: Expected
     size: int = 0
+    record: AppRecord | None = None
+
+
+def _report_unattended(record: AppRecord | None, rep: DeviceReport) -> bool:
+    """Add to ``rep`` a transaction that ended on the device while no controller followed
+    it (a dropped link, a killed controller); True when there was one."""
+    if record is None or not record.uncollected:
+        return False
+    rep.actions.append(f"found on the device: deployment {record.last} ended {record.outcome or 'without an outcome'} "
+                       f"while no controller followed it")
+    return True
 
 
 def report_for(host: str, plan: DevicePlan | None) -> DeviceReport:
@@ -153,11 +165,14 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
     decision = decide(view, e, spec_id)
     rep.checks = [c.to_dict() for c in decision.checks]
     current = view.current
+    unattended = _report_unattended(job.record, rep)
     if decision.keep:
         rep.config_digest = view.current_image.id if view.current_image else None
         rep.pulled = current.labels.get(LABEL["manifest"]) if current else None
         rep.result = Result.WOULD_KEEP if check_only else Result.UNCHANGED
         rep.reason = decision.reason
+        if unattended and not check_only:
+            TxnClient(link.session, name, options.deployment, link.become).mark_collected()
         return
     if decision.reason:
         rep.actions.append(decision.reason)
@@ -220,8 +235,9 @@ def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep:
     lock = client.lock()
     if lock.uncollected is not None and lock.uncollected.deployment:
         o = lock.uncollected
-        record(f"found on the device: deployment {o.deployment} ended {o.outcome} while no controller "
-               f"followed it" + (f" ({o.detail})" if o.detail else ""))
+        if job.record is None or job.record.last != o.deployment:
+            record(f"found on the device: deployment {o.deployment} ended {o.outcome} while no controller "
+                   f"followed it" + (f" ({o.detail})" if o.detail else ""))
         client.mark_collected()
     if lock.state == "locked":
         rep.result = Result.REFUSED
@@ -302,11 +318,25 @@ def _collect(client: TxnClient, deadline: float, record: Callable[[str], None]) 
 
 
 def verify_device(engine: Engine, rep: DeviceReport, expected: Expected, name: str, *,
-                  log_tail: int = 10) -> DeviceReport:
+                  log_tail: int = 10, link: DeviceLink | None = None, record: AppRecord | None = None) -> DeviceReport:
     """Fill ``rep`` with what ``engine`` runs as container ``name`` against ``expected``:
     checks, config digest, pulled child (from the container's label), log tail, and the
-    verdict (verified, drifted, crashed, missing)."""
+    verdict (verified, drifted, crashed, missing).
+
+    With ``link``, leftovers of an interrupted transaction are reported and cleaned first,
+    never leaving the device without its app: a transaction that ended unattended is
+    reported (``record``); when no transaction holds the app, ``NAME.previous`` gets its
+    name back and runs if ``NAME`` is gone, and a never-started ``NAME.new`` is removed.
+    """
     t0 = time.monotonic()
+    if link is not None:
+        unattended = _report_unattended(record, rep)
+        if record is not None and record.lock:
+            rep.actions.append(f"deployment {record.lock} holds {name} on this device: leftovers not touched")
+        else:
+            _clean_leftovers(engine, name, rep)
+        if unattended:
+            TxnClient(link.session, name, "-", link.become).mark_collected()
     view = observe(engine, name, expected, planned=False, logs=log_tail, leftovers=False)
     checks = check_image(expected, view.current_image, view.store) if view.current is not None else []
     checks += check_container(expected, view.current, view.current_image, view.store, view.logs)
@@ -320,3 +350,17 @@ def verify_device(engine: Engine, rep: DeviceReport, expected: Expected, name: s
                             if view.current else "")
     rep.seconds = round(time.monotonic() - t0, 1)
     return rep
+
+
+def _clean_leftovers(engine: Engine, name: str, rep: DeviceReport) -> None:
+    new, prev, failed = parked_names(name)
+    left = {n: engine.container(n) for n in engine.names(name + ".") if n in (new, prev, failed)}
+    if not left:
+        return
+    rep.actions.append("leftovers of an earlier transaction: " + ", ".join(
+        f"{n} ({c.status})" for n, c in left.items() if c is not None))
+    ops = [txn.Op("rename", prev, to=name, if_missing=name), txn.Op("start", name, if_stopped=True, if_exists=prev),
+           txn.Op("remove", new, if_stopped=True)]
+    if engine.container(name) is None and prev in left:
+        ops[1] = txn.Op("start", name, if_stopped=True)
+    txn.apply(engine, ops, lambda s: rep.actions.append(f"cleaned: {s}"))

@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from fleet.deploy.txn import Op, commit_ops, rollback_ops, swap_ops
+from fleet.labels import STATE_DIR
 from fleet.playbook import HealthSpec
 
 __all__ = ["LOCK_GRACE", "MARGIN", "STATE_DIR", "COMMON", "LOCK", "LAUNCH", "COLLECT", "UNLOCK", "RECOVER",
-           "render_ops", "transaction_script", "settle_seconds", "Outcome", "parse_fields"]
+           "render_ops", "transaction_script", "settle_seconds", "Outcome", "parse_fields", "AppRecord",
+           "parse_app_records"]
 
 #: Seconds a lock may stay without a live transaction before it counts as stale (the
 #: controller takes it, creates NAME.new, then hands it to the transaction).
@@ -43,8 +45,6 @@ LOCK_GRACE = 180
 #: Seconds beyond the health timeout a transaction may take: stopping the old container
 #: (its stop timeout), renames, starts, and waiting out an engine restart.
 MARGIN = 150
-#: The device-side state folder (the login user's).
-STATE_DIR = '${FLEET_STATE_DIR:-$HOME/.fleet}'
 
 # Functions every device-side script starts with. $1 app folder, $2 deployment, $3 become.
 # dk: docker, waiting up to 120 s while the engine does not answer (restarting); prints the
@@ -332,3 +332,41 @@ class Outcome:
         f = parse_fields(text)
         return cls(f.get("deployment", ""), f.get("outcome", ""), f.get("from", "-"),
                    int(f.get("finished") or 0), f.get("detail", ""))
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    """What the probe read of one app's transaction records on a device (the ``fleet_apps``
+    fact): ``lock`` (the deployment holding the app's lock, or None), ``last`` (the
+    deployment of the last recorded outcome, or None) and its ``outcome``, ``collected``
+    (the last outcome a controller read)."""
+
+    name: str
+    lock: str | None
+    last: str | None
+    outcome: str | None
+    collected: str | None
+
+    @property
+    def uncollected(self) -> bool:
+        """A transaction ended while no controller followed it, and none read it since."""
+        return self.last is not None and self.last != self.collected
+
+
+def parse_app_records(text: str | None) -> dict[str, AppRecord]:
+    """The ``fleet_apps`` fact (``NAME lock=D|- outcome=D OUTCOME|- collected=D|-`` lines)
+    by app name; malformed lines are skipped."""
+    records: dict[str, AppRecord] = {}
+    for line in (text or "").splitlines():
+        name, _, rest = line.partition(" lock=")
+        lock, _, rest = rest.partition(" outcome=")
+        outcome, _, collected = rest.partition(" collected=")
+        if not name or not collected:
+            continue
+        last, _, how = outcome.partition(" ")
+
+        def opt(v: str) -> str | None:
+            return None if v in ("", "-") else v
+
+        records[name] = AppRecord(name, opt(lock), opt(last), opt(how), opt(collected.strip()))
+    return records

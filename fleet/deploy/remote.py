@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from fleet.deploy.devicetxn import COLLECT, LAUNCH, LOCK, LOCK_GRACE, RECOVER, STATE_DIR, UNLOCK, Outcome
+from fleet.deploy.devicetxn import COLLECT, LAUNCH, LOCK, LOCK_GRACE, RECOVER, UNLOCK, Outcome
+from fleet.labels import STATE_DIR
 from fleet.errors import FleetError
 from fleet.log import logger
 
