@@ -46,11 +46,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 
-from fleet.engine import ContainerState, Engine, EngineError, docker_auth_config
+from fleet.engine import ContainerState, Engine, EngineError
 from fleet.errors import FleetError
 from fleet.fanout import DEFAULT_FORKS, run_each
 from fleet.platform import Platform
 from fleet.playbook import ContainerSpec, HealthSpec
+from fleet.registry.credentials import Credentials, docker_config_json
 from fleet.verify import LABEL, Check, Expected, check_container, check_image, crash_reason, verdict
 
 __all__ = [
@@ -557,9 +558,9 @@ def deploy_devices(jobs: Sequence[DeviceJob], settings: Any, *, reference: str, 
     return reports
 
 
-def auth_for_devices(credentials: tuple[str, str] | None, registry: str) -> bytes | None:
-    """The Docker config devices pull with (:func:`fleet.engine.docker_auth_config`), or None
+def auth_for_devices(credentials: Credentials | tuple[str, str] | None, registry: str) -> bytes | None:
+    """The Docker config devices pull with (:func:`fleet.registry.docker_config_json`), or None
     to let devices use their own configuration (anonymous or pre-provisioned)."""
     if not credentials:
         return None
-    return docker_auth_config(registry, *credentials)
+    return docker_config_json(Credentials.of(credentials), registry)

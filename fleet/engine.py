@@ -26,7 +26,6 @@ Two halves, kept apart as in pyinfra's facts (style.md):
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shlex
@@ -35,6 +34,7 @@ from typing import Any, Mapping, Sequence
 
 from fleet.errors import FleetError
 from fleet.platform import Platform, PlatformError, normalize
+from fleet.registry.credentials import Credentials, docker_config_json
 
 __all__ = [
     "EngineError",
@@ -371,9 +371,9 @@ def parse_df(text: str, path: str = "") -> DiskSpace:
 def docker_auth_config(registry: str, username: str, password: str) -> bytes:
     """The Docker CLI ``config.json`` holding one registry's credentials
     (``{"auths": {REGISTRY: {"auth": base64("user:password")}}}``, docker/cli
-    ``cli/config/configfile``). Sent to the device on stdin, never as an argument."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return json.dumps({"auths": {registry: {"auth": token}}}).encode()
+    ``cli/config/configfile``). Sent to the device on stdin, never as an argument.
+    A thin wrapper of :func:`fleet.registry.docker_config_json`, the one encoder."""
+    return docker_config_json(Credentials(username, password), registry)
 
 
 # --------------------------------------------------------------------------- engine
