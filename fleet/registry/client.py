@@ -27,6 +27,7 @@ from fleet.registry.certs import docker_certs_d_bundle
 from fleet.registry.content import BlobStream, Descriptor, Manifest, UploadCounters, rechunk
 from fleet.registry.credentials import Credentials, credentials_from_docker_config
 from fleet.registry.errors import DigestMismatch, ManifestInvalid, NotFound, RegistryError, error_from_response
+from fleet.registry.keyedlock import KeyedLock
 from fleet.registry.mediatypes import MANIFEST_ACCEPT, media_type_of
 from fleet.registry.reference import (DEFAULT_REGISTRY, DOCKER_HUB_API, digest_of, is_digest, new_hasher,
                                       valid_registry_host)
@@ -55,6 +56,17 @@ class RegistryClient:
     ``retries`` is the number of attempts for transient failures (connection errors, 429,
     502, 503, 504); ``timeout`` seconds per connect/read. Every failure raises a
     :class:`RegistryError` whose ``transient`` says whether retrying later may help.
+
+    Writes of one digest into one repository (blob upload, mount, copy, manifest PUT) are
+    serialised per client, and :meth:`push_blob`/:meth:`copy_blob` check for the blob
+    under that lock, so concurrent threads pushing the same content upload it once.
+    Besides saving the bytes, this avoids a registry race: distribution 2.8's filesystem
+    driver rewrites the repository's link file in place (truncate, then write) each time
+    an upload of a digest completes, even when the blob is already linked, so a manifest
+    PUT verifying that blob at the same moment reads an empty link and fails with
+    ``DIGEST_INVALID``/``MANIFEST_BLOB_UNKNOWN`` (distribution/distribution#2077; the
+    driver writes through a temporary file and a rename since distribution/distribution#4624,
+    in v3). Clients in other processes can still meet it on such registries.
     """
 
     def __init__(self, registry_host: str, *, insecure: bool = False, ca: str | os.PathLike | None = None,
@@ -95,6 +107,7 @@ class RegistryClient:
         self.chunk_size = chunk_size
         self.counters = UploadCounters()
         self._lock = threading.Lock()
+        self._writing = KeyedLock()  # (repo, digest) being written by a thread of this client
         self._transport = Transport(self.registry, self.base_url, verify, timeout=timeout,
                                     retries=self.retries, max_retry_wait=max_retry_wait, trust=trust)
         docker_config_ = docker_config
@@ -228,9 +241,10 @@ class RegistryClient:
         if is_digest(ref) and ref != digest:
             raise DigestMismatch(f"{what}: manifest bytes hash to {digest}", reference=what,
                                  registry=self.registry)
-        resp = self._request("PUT", f"/v2/{repo}/manifests/{ref}",
-                             scopes=[scope(repo, "pull", "push")], what=what,
-                             headers={"Content-Type": media_type}, data=bytes(raw))
+        with self._writing.hold((repo, digest)):
+            resp = self._request("PUT", f"/v2/{repo}/manifests/{ref}",
+                                 scopes=[scope(repo, "pull", "push")], what=what,
+                                 headers={"Content-Type": media_type}, data=bytes(raw))
         if resp.status_code not in (200, 201):
             raise self._fail(resp, what, "manifest PUT", manifest=True)
         header = resp.headers.get("Docker-Content-Digest")
@@ -312,13 +326,14 @@ class RegistryClient:
         source lacks the blob or we may not pull it): the session is cancelled."""
         what = self._what(dst_repo, digest)
         new_hasher(digest, what)
-        mounted, location = self._start_upload(dst_repo, what, digest=digest, src_repo=src_repo)
-        if mounted:
-            with self._lock:
-                self.counters.blob_mounts += 1
-            return True
-        self._cancel_upload(dst_repo, location, what)
-        return False
+        with self._writing.hold((dst_repo, digest)):
+            mounted, location = self._start_upload(dst_repo, what, digest=digest, src_repo=src_repo)
+            if mounted:
+                with self._lock:
+                    self.counters.blob_mounts += 1
+                return True
+            self._cancel_upload(dst_repo, location, what)
+            return False
 
     def upload_blob(self, repo: str, digest: str, data: bytes | Iterable[bytes] | Any,
                     size: int | None = None, *, _location: str | None = None) -> str:
@@ -328,8 +343,15 @@ class RegistryClient:
         iterable of byte chunks / a binary file object (chunked: one PATCH per
         ``chunk_size`` bytes with Content-Range, then PUT ``?digest=``), so a stream is
         never held whole in memory. The content is hashed as it goes; DigestMismatch
-        (upload cancelled) if it does not match ``digest`` or ``size``.
+        (upload cancelled) if it does not match ``digest`` or ``size``. Uploads of one
+        digest into one repository wait for each other (:meth:`push_blob` also skips it
+        when the blob turned up meanwhile).
         """
+        with self._writing.hold((repo, digest)):
+            return self._upload_blob(repo, digest, data, size, _location)
+
+    def _upload_blob(self, repo: str, digest: str, data: Any, size: int | None,
+                     _location: str | None) -> str:
         what = self._what(repo, digest)
         hasher = new_hasher(digest, what)
         location = _location or self._start_upload(repo, what)[1]
@@ -384,8 +406,9 @@ class RegistryClient:
         """Upload ``data`` unless ``repo`` already holds it. Returns its Descriptor
         (media_type ``application/octet-stream``; the caller sets the real one)."""
         digest = digest_of(data)
-        if not self.blob_exists(repo, digest):
-            self.upload_blob(repo, digest, data, len(data))
+        with self._writing.hold((repo, digest)):
+            if not self.blob_exists(repo, digest):
+                self._upload_blob(repo, digest, data, len(data), None)
         return Descriptor("application/octet-stream", digest, len(data))
 
     def copy_blob(self, src_client: "RegistryClient", src_repo: str, dst_repo: str,
@@ -396,20 +419,21 @@ class RegistryClient:
         mount) or ``"uploaded"`` (streamed: downloaded and PATCHed chunk by chunk, at most
         ``chunk_size`` bytes in memory).
         """
-        if self.blob_exists(dst_repo, digest):
-            return "present"
-        location = None
-        if src_client.base_url == self.base_url:
-            mounted, location = self._start_upload(dst_repo, self._what(dst_repo, digest),
-                                                   digest=digest, src_repo=src_repo)
-            if mounted:
-                with self._lock:
-                    self.counters.blob_mounts += 1
-                return "mounted"
-        with src_client.get_blob(src_repo, digest,
-                                 chunk_size=min(self.chunk_size, 1024 * 1024)) as stream:
-            self.upload_blob(dst_repo, digest, stream, stream.size, _location=location)
-        return "uploaded"
+        with self._writing.hold((dst_repo, digest)):
+            if self.blob_exists(dst_repo, digest):
+                return "present"
+            location = None
+            if src_client.base_url == self.base_url:
+                mounted, location = self._start_upload(dst_repo, self._what(dst_repo, digest),
+                                                       digest=digest, src_repo=src_repo)
+                if mounted:
+                    with self._lock:
+                        self.counters.blob_mounts += 1
+                    return "mounted"
+            with src_client.get_blob(src_repo, digest,
+                                     chunk_size=min(self.chunk_size, 1024 * 1024)) as stream:
+                self._upload_blob(dst_repo, digest, stream, stream.size, location)
+            return "uploaded"
 
 
 def _add_query(url: str, **params: str) -> str:

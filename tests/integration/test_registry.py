@@ -436,6 +436,44 @@ def test_one_client_from_several_threads(token_registry):
         [e.digest for e in entries[:3]]
 
 
+def test_concurrent_pushes_of_one_content_upload_it_once(token_registry):
+    """Threads pushing the same blob or the same image into one repository: each blob is
+    uploaded once and each manifest PUT succeeds (the cause of the old flaky failure of
+    test_one_client_from_several_threads: overlapping uploads of one digest made
+    distribution 2.8 rewrite the blob's link file in place while another thread's
+    manifest PUT read it, answering DIGEST_INVALID)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = _client(token_registry)
+    repo = _repo()
+    blob = os.urandom(64 * 1024)
+    start = threading.Barrier(8)
+
+    def push(_):
+        start.wait()
+        return client.push_blob(repo, blob)
+
+    with ThreadPoolExecutor(8) as pool:
+        descs = list(pool.map(push, range(8)))
+    assert {d.digest for d in descs} == {digest_of(blob)}
+    assert client.counters.blob_uploads == 1 and client.counters.bytes_uploaded == len(blob)
+
+    # whole images, every platform pushed by four threads at once
+    images = _client(token_registry)
+    start = threading.Barrier(12)
+
+    def push_image_together(p):
+        start.wait()
+        return push_image(images, repo, p, seed="together")
+
+    with ThreadPoolExecutor(12) as pool:
+        entries = list(pool.map(push_image_together, PLATFORMS * 4))
+    assert len({e.digest for e in entries}) == 3
+    assert images.counters.blob_uploads == 6  # a layer and a config per platform, once each
+    assert images.counters.manifests_put == 12
+
+
 # --------------------------------------------------------------------------- diagnostics
 
 
