@@ -75,6 +75,13 @@ def merge_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(f"{r}:{','.join(sorted(a))}" if a else r for r, a in merged.items()))
 
 
+def _service_of(challenge: tuple[str, dict[str, str]] | None) -> tuple | None:
+    """What identifies an auth service in a challenge (its ``scope`` varies per request)."""
+    if challenge is None:
+        return None
+    return challenge[0], challenge[1].get("realm"), challenge[1].get("service")
+
+
 @dataclass
 class _Token:
     value: str = field(repr=False)
@@ -222,7 +229,7 @@ class Authenticator:
             if attempt >= 1 and new == scopes:
                 return None
             scopes = new
-        if challenge != self._challenge:
+        if _service_of(challenge) != _service_of(self._challenge):
             self._announce(challenge)
         self._challenge = challenge
         return scopes

@@ -107,10 +107,10 @@ def _body_size(body: Any) -> int:
 
 class Transport:
     """HTTP to one registry: a ``requests.Session`` (connection pool shared by threads),
-    ``verify`` (a CA bundle path, True for the system store, False never used: plain HTTP
-    is a scheme, not a verification switch), ``timeout`` seconds per connect/read,
-    ``retries`` attempts for transient failures, at most ``max_retry_wait`` seconds apart.
-    ``trust`` describes the TLS trust for the INFO record."""
+    ``verify`` a CA bundle path or True for the system store (plain HTTP comes from the
+    ``http://`` scheme of ``base_url``, never from turning verification off), ``timeout``
+    seconds per connect/read, ``retries`` attempts for transient failures, at most
+    ``max_retry_wait`` seconds apart. ``trust`` describes the TLS trust for the INFO record."""
 
     def __init__(self, registry: str, base_url: str, verify: str | bool, *, timeout: float,
                  retries: int, max_retry_wait: float, trust: str):
