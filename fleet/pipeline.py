@@ -261,7 +261,7 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
     if not check:
         registry = Reference.parse(repository).registry
         creds = registry_credentials(playbook.registry, registry)
-        auth = PullAuth(registry, *creds) if creds else None
+        auth = PullAuth(registry, creds) if creds else None
     app = App(out.reference, playbook.name, playbook.container_spec, playbook.health, auth)
 
     def one(job: DeviceJob) -> DeviceReport:

@@ -174,6 +174,7 @@ class TokenServer:
     issuer: str = "fleet-test-issuer"
     expires_in: int = 300
     requests: list[TokenRequest] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)  # every token handed out (leak checks)
     _httpd: ThreadingHTTPServer | None = None
     _key: ec.EllipticCurvePrivateKey | None = None
 
@@ -191,8 +192,10 @@ class TokenServer:
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": user, "aud": self.service, "exp": now + self.expires_in,
                   "nbf": now - 5, "iat": now, "jti": uuid.uuid4().hex, "access": access}
-        return jwt.encode(claims, self._key, algorithm="ES256",
-                          headers={"kid": libtrust_key_id(self._key.public_key())})
+        token = jwt.encode(claims, self._key, algorithm="ES256",
+                           headers={"kid": libtrust_key_id(self._key.public_key())})
+        self.issued.append(token)
+        return token
 
     def stop(self) -> None:
         if self._httpd is not None:

@@ -8,10 +8,8 @@ know which way reaches the engine.
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 from fleet.engine.state import *  # noqa: F401,F403
 from fleet.engine.state import (
@@ -24,27 +22,33 @@ from fleet.engine.state import (
 from fleet.engine.state import __all__ as _state_all
 from fleet.platform import Platform
 
+if TYPE_CHECKING:
+    from fleet.registry import Credentials
+
 __all__ = [*_state_all, "Engine", "PullAuth"]
 
 
 @dataclass(frozen=True)
 class PullAuth:
-    """Registry credentials for one pull: ``registry`` host, ``username``, ``password``.
-    Its repr never shows the password."""
+    """Registry credentials for one pull: ``registry`` host and its
+    :class:`fleet.registry.Credentials` (whose repr never shows a secret). Each way of
+    reaching an engine encodes them as it needs: a Docker ``config.json`` on the CLI's
+    stdin, an ``X-Registry-Auth`` header on the Engine API."""
 
     registry: str
-    username: str
-    password: str
-
-    def __repr__(self) -> str:
-        return f"PullAuth(registry={self.registry!r}, username={self.username!r}, password=<redacted>)"
+    credentials: "Credentials"
 
     def docker_config_json(self) -> bytes:
-        """The Docker CLI ``config.json`` holding these credentials
-        (``{"auths": {REGISTRY: {"auth": base64("user:password")}}}``, docker/cli
-        ``cli/config/configfile``)."""
-        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        return json.dumps({"auths": {self.registry: {"auth": token}}}).encode()
+        """The Docker CLI ``config.json`` holding these credentials."""
+        from fleet.registry import docker_config_json
+
+        return docker_config_json(self.credentials, self.registry)
+
+    def header(self) -> str:
+        """The Engine API's ``X-Registry-Auth`` header value."""
+        from fleet.registry import x_registry_auth
+
+        return x_registry_auth(self.credentials, self.registry)
 
 
 class Engine(Protocol):

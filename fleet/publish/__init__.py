@@ -30,7 +30,6 @@ import json
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from fleet.errors import FleetError, UsageError
@@ -49,7 +48,7 @@ from fleet.publish.index import (
 from fleet.platform import Platform
 from fleet.playbook import BuildSource, NativeSource, PickSource, Playbook, RegistrySettings
 from fleet.plan import Plan
-from fleet.registry import Reference, RegistryClient, credentials_from_env
+from fleet.registry import Credentials, Reference, RegistryClient, resolve_credentials
 from fleet.publish.sources import Child, build_local, build_native, pick_index, pick_refs
 
 __all__ = ["PublishedEntry", "PublishResult", "publish", "read_published", "registry_client",
@@ -114,28 +113,12 @@ class PublishResult:
 # --------------------------------------------------------------------------- registry
 
 
-def registry_credentials(settings: RegistrySettings, registry: str) -> tuple[str, str] | None:
-    """``(user, password)`` for ``registry``: from the environment variables the playbook
-    names, else the Docker config (``settings.docker_config`` or the default one, through
-    docker-py's ``docker.auth``: auths, credsStore, credHelpers). None when there are none.
-    Raises UsageError naming an unset variable (never a value)."""
-    if settings.username_env and settings.password_env:
-        return credentials_from_env(settings.username_env, settings.password_env)
-    import docker.auth
-    import docker.errors
-
-    path = settings.docker_config
-    if path is not None and Path(path).is_dir():
-        path = Path(path) / "config.json"
-    try:
-        entry = docker.auth.load_config(str(path) if path else None).resolve_authconfig(registry)
-    except docker.errors.DockerException as e:
-        raise UsageError(f"registry credentials for {registry} from the Docker config: {e}") from None
-    if not entry:
-        return None
-    user = entry.get("username") or entry.get("Username")
-    password = entry.get("password") or entry.get("Password")
-    return (user, password) if user and password else None
+def registry_credentials(settings: RegistrySettings, registry: str) -> Credentials | None:
+    """The credentials for ``registry`` under the playbook's settings: the one resolver,
+    :func:`fleet.registry.resolve_credentials` (the environment variables the playbook
+    names, else the Docker config with its credential helpers). None when there are none.
+    Raises UsageError naming an unset variable or a bad config file (never a value)."""
+    return resolve_credentials(settings, registry)
 
 
 def registry_client(settings: RegistrySettings, registry: str) -> RegistryClient:
@@ -387,7 +370,7 @@ def check_child(client: RegistryClient, repo: str, platform: Platform, digest: s
 
 
 def _gather_children(playbook: Playbook, plan: Plan, target: Reference, client: RegistryClient,
-                     creds: tuple[str, str] | None, log: Callable[[str], None],
+                     creds: Credentials | None, log: Callable[[str], None],
                      native_session: Callable[[str], Any] | None) -> list[Child]:
     src = playbook.source
     platforms = list(plan.platforms)

@@ -32,18 +32,21 @@ from fleet.elf import ARM_CPU_ARCH, ElfError, ElfHeader, arm_cpu_arch, parse_hea
 from fleet.errors import FleetError
 from fleet.platform import Platform, PlatformError
 
-# Media types: OCI image-spec media-types.md; Docker image manifest v2 schema 2 spec.
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+# Media types live in one place (OCI image-spec media-types.md; Docker image manifest v2
+# schema 2); re-exported here for the modules and tests that import them from fleet.publish.index.
+from fleet.registry.mediatypes import (  # noqa: F401
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+)
 
 # BuildKit marks provenance/SBOM entries with this annotation and platform unknown/unknown
 # (docker/buildx#1509; buildkit docs/attestations/attestation-storage.md).

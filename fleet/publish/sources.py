@@ -35,9 +35,7 @@ by a :class:`Child`; :mod:`fleet.publish` then checks the children and pushes th
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import os
 import re
 import shlex
@@ -55,7 +53,7 @@ from fleet.publish.index import (
     parse_index,
 )
 from fleet.platform import Platform
-from fleet.registry import Manifest, Reference, RegistryClient
+from fleet.registry import Credentials, Manifest, Reference, RegistryClient, docker_config_json, engine_auth_config
 
 __all__ = [
     "Child", "SourceError", "platform_tag", "build_args_for", "build_local", "build_native",
@@ -152,12 +150,6 @@ def push_stream_errors(stream: Any) -> tuple[str | None, int, list[str]]:
     return digest, pushed, errors
 
 
-def _auth_config(credentials: tuple[str, str] | None) -> dict[str, str] | None:
-    if not credentials:
-        return None
-    return {"username": credentials[0], "password": credentials[1]}
-
-
 def _engine_platform(info: Mapping[str, Any]) -> Platform:
     return Platform(info.get("Os") or "linux", info.get("Arch") or "amd64")
 
@@ -194,7 +186,7 @@ def _head_child(client: RegistryClient, repo: str, tag: str, platform: Platform,
 
 
 def build_local(context: Path, dockerfile: str, args: Mapping[str, str], platform: Platform,
-                target: Reference, client: RegistryClient, credentials: tuple[str, str] | None,
+                target: Reference, client: RegistryClient, credentials: Credentials | tuple[str, str] | None,
                 *, log: Callable[[str], None] = lambda s: None, use_buildx: bool | None = None) -> Child:
     """Build ``context`` for ``platform`` on the local engine, push ``TARGET:TAG-<platform>``.
 
@@ -252,7 +244,7 @@ def build_local(context: Path, dockerfile: str, args: Mapping[str, str], platfor
                 f"before metadata in FROM scratch stages)")
         log(f"{platform}: pushing {ref}")
         stream = api.push(target.name, tag=tag, stream=True, decode=True,
-                          auth_config=_auth_config(credentials))
+                          auth_config=engine_auth_config(Credentials.of(credentials), target.registry))
         digest, pushed, perrors = push_stream_errors(stream)
         if perrors:
             raise SourceError(f"{platform}: push of {ref} failed: {'; '.join(perrors)}")
@@ -325,17 +317,14 @@ def native_command(ref: str, dockerfile: str, buildargs: Mapping[str, str], conf
 
 def build_native(session: Any, device: str, context: Path, dockerfile: str, args: Mapping[str, str],
                  platform: Platform, target: Reference, client: RegistryClient,
-                 credentials: tuple[str, str] | None, *, timeout: float = 1800,
+                 credentials: Credentials | tuple[str, str] | None, *, timeout: float = 1800,
                  log: Callable[[str], None] = lambda s: None) -> Child:
     """Build on ``device`` (an open :class:`fleet.ssh.Session`) with its own engine and push
     ``TARGET:TAG-<platform>`` from there. Raises :class:`SourceError` naming the device."""
     tag = platform_tag(target.tag or "latest", platform)
     ref = f"{target.name}:{tag}"
-    auths: dict[str, Any] = {}
-    if credentials:
-        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
-        auths[target.registry] = {"auth": token}
-    config = json.dumps({"auths": auths}).encode()
+    creds = Credentials.of(credentials)
+    config = docker_config_json(creds, target.registry) if creds else b'{"auths": {}}'
     buildargs = {**build_args_for(platform, platform), **dict(args)}
     command = native_command(ref, dockerfile, buildargs, len(config), platform)
     log(f"{platform}: building {ref} on {device} (its own engine)")

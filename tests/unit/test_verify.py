@@ -127,8 +127,10 @@ def test_parse_df_busybox_and_gnu():
         parse_df("df: /var/lib/docker: can't find mount point\n")
 
 
-def test_docker_auth_config_shape_never_plain_password_in_key():
-    auth = PullAuth("198.18.0.1:5443", "fleet", "s3cret")
+def test_pull_auth_docker_config_shape_never_plain_password_in_key():
+    from fleet.registry import Credentials
+
+    auth = PullAuth("198.18.0.1:5443", Credentials("fleet", "s3cret"))
     assert "s3cret" not in repr(auth)
     raw = auth.docker_config_json()
     doc = json.loads(raw)

@@ -1,9 +1,12 @@
 """fleet.registry against real distribution 2.8 registries started by the tests
 (tests/registry_fixtures.py): TLS + htpasswd, token auth with our own token server, a
-credential helper through a temporary DOCKER_CONFIG, plain HTTP."""
+credential helper through a temporary DOCKER_CONFIG, plain HTTP. The pure parts (reference
+grammar, challenges, credential files, error classes) are in tests/unit/test_registry_*.py."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import gzip
 import io
 import json
@@ -37,11 +40,8 @@ from fleet.registry import (
     DigestMismatch,
     ManifestInvalid,
     NotFound,
-    Reference,
-    ReferenceError,
     RegistryClient,
     RegistryError,
-    credentials_from_env,
     digest_of,
 )
 
@@ -54,6 +54,23 @@ def _choose(device, entries, legacy=False):
 
 
 PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm/v7")
+
+
+@contextlib.contextmanager
+def fleet_log(caplog, level: int):
+    """Capture the ``fleet`` loggers at ``level`` whatever an earlier in-process CLI run
+    did to them (``fleet.log.configure`` turns propagation off), so a "no secret in the
+    log" assertion cannot pass on an empty log."""
+    root = logging.getLogger("fleet")
+    old = root.level
+    root.addHandler(caplog.handler)
+    caplog.handler.setLevel(level)
+    root.setLevel(level)
+    try:
+        yield caplog
+    finally:
+        root.removeHandler(caplog.handler)
+        root.setLevel(old)
 
 
 def _client(server, **kw) -> RegistryClient:
@@ -100,47 +117,16 @@ def publish(client: RegistryClient, repo: str, tag: str, *, oci: bool = True) ->
     return client.put_manifest(repo, tag, raw, media_type), media_type
 
 
-# --------------------------------------------------------------------------- references
-
-
-@pytest.mark.parametrize("text,registry,repo,tag,digest", [
-    ("busybox", "docker.io", "library/busybox", None, None),
-    ("alpine:3.19", "docker.io", "library/alpine", "3.19", None),
-    ("user/app", "docker.io", "user/app", None, None),
-    ("localhost/app:1", "localhost", "app", "1", None),
-    ("127.0.0.1:5443/fleet/app/sub:v1.2", "127.0.0.1:5443", "fleet/app/sub", "v1.2", None),
-    ("ghcr.io/o/r@sha256:" + "a" * 64, "ghcr.io", "o/r", None, "sha256:" + "a" * 64),
-    ("reg.example:5000/r:t@sha256:" + "b" * 64, "reg.example:5000", "r", "t", "sha256:" + "b" * 64),
-])
-def test_reference_parse(text, registry, repo, tag, digest):
-    ref = Reference.parse(text)
-    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repo, tag, digest)
-    assert ref.ref == (digest or tag or "latest")
-    assert Reference.parse(str(ref)) == ref
-
-
-@pytest.mark.parametrize("text", ["", "UpperCase:v1", "reg.io/Upper/x", "app:bad tag", "app@sha256:123",
-                                  "https://reg/app", "reg:5000/app:v1:v2", "app:" + "x" * 129])
-def test_reference_errors_name_the_reference(text):
-    with pytest.raises(ReferenceError) as exc:
-        Reference.parse(text)
-    assert isinstance(exc.value, UsageError) and repr(text) in str(exc.value)
-
-
-def test_credentials_from_env(monkeypatch):
-    monkeypatch.setenv("FLEET_T_USER", "alice")
-    monkeypatch.setenv("FLEET_T_PASS", "pw-not-shown")
-    assert credentials_from_env("FLEET_T_USER", "FLEET_T_PASS") == ("alice", "pw-not-shown")
-    monkeypatch.delenv("FLEET_T_PASS")
-    with pytest.raises(UsageError, match="FLEET_T_PASS"):
-        credentials_from_env("FLEET_T_USER", "FLEET_T_PASS")
-
-
 # --------------------------------------------------------------------------- (a) TLS + htpasswd
 
 
 def test_publish_index_read_back_and_republish(tls_registry, caplog):
-    caplog.set_level(logging.DEBUG)
+    with fleet_log(caplog, logging.DEBUG):
+        _publish_index_read_back_and_republish(tls_registry, caplog)
+    assert "PUT https://" in caplog.text  # captured: the leak check in the body means something
+
+
+def _publish_index_read_back_and_republish(tls_registry, caplog):
     repo = _repo()
     client = _client(tls_registry)
     index_digest, media_type = publish(client, repo, "v1")
@@ -247,11 +233,11 @@ def test_upload_refuses_content_not_matching_digest(tls_registry):
 
 
 def test_wrong_credentials(tls_registry, caplog):
-    caplog.set_level(logging.DEBUG)
     bad_password = "wrong-" + uuid.uuid4().hex
     client = _client(tls_registry, credentials=(REGISTRY_USER, bad_password))
-    with pytest.raises(AuthError) as exc:
+    with fleet_log(caplog, logging.DEBUG), pytest.raises(AuthError) as exc:
         client.get_manifest(_repo(), "v1")
+    assert "-> 401" in caplog.text
     msg = str(exc.value)
     assert tls_registry.host in msg and REGISTRY_USER in msg and "refused" in msg
     assert bad_password not in msg and bad_password not in caplog.text and bad_password not in repr(client)
@@ -364,7 +350,6 @@ def test_credentials_from_docker_credential_helper(tls_registry, tmp_path, monke
     (config_dir / "config.json").write_text(json.dumps({"credsStore": "fleettest"}))
     assert RegistryClient(tls_registry.host, ca=tls_registry.ca_file,
                           docker_config=config_dir).blob_exists(repo, d)
-    import base64
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"auths": {tls_registry.host: {
         "auth": base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()}}}))
@@ -455,3 +440,137 @@ def test_one_client_from_several_threads(token_registry):
     digest = client.put_manifest(repo, "v1", raw, media_type)
     assert [e.digest for e in parse_index(client.get_manifest(repo, digest).raw)] == \
         [e.digest for e in entries[:3]]
+
+
+def test_concurrent_pushes_of_one_content_upload_it_once(token_registry):
+    """Threads pushing the same blob or the same image into one repository: each blob is
+    uploaded once and each manifest PUT succeeds (the cause of the old flaky failure of
+    test_one_client_from_several_threads: overlapping uploads of one digest made
+    distribution 2.8 rewrite the blob's link file in place while another thread's
+    manifest PUT read it, answering DIGEST_INVALID)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = _client(token_registry)
+    repo = _repo()
+    blob = os.urandom(64 * 1024)
+    start = threading.Barrier(8)
+
+    def push(_):
+        start.wait()
+        return client.push_blob(repo, blob)
+
+    with ThreadPoolExecutor(8) as pool:
+        descs = list(pool.map(push, range(8)))
+    assert {d.digest for d in descs} == {digest_of(blob)}
+    assert client.counters.blob_uploads == 1 and client.counters.bytes_uploaded == len(blob)
+
+    # whole images, every platform pushed by four threads at once
+    images = _client(token_registry)
+    start = threading.Barrier(12)
+
+    def push_image_together(p):
+        start.wait()
+        return push_image(images, repo, p, seed="together")
+
+    with ThreadPoolExecutor(12) as pool:
+        entries = list(pool.map(push_image_together, PLATFORMS * 4))
+    assert len({e.digest for e in entries}) == 3
+    assert images.counters.blob_uploads == 6  # a layer and a config per platform, once each
+    assert images.counters.manifests_put == 12
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def test_trace_log_shows_requests_never_secrets(tls_registry, token_registry, tmp_path, caplog):
+    """-vvv (TRACE): every request with its headers, and no password, Basic credential,
+    bearer token or refresh token anywhere in the log."""
+    from fleet.log import TRACE
+
+    token = token_registry.token_server
+    (refresh, _), = token.refresh_tokens.items()
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"auths": {token_registry.host: {"identitytoken": refresh}}}))
+    issued_before = len(token.issued)
+    with fleet_log(caplog, TRACE):
+        basic = _client(tls_registry)
+        repo = _repo()
+        basic.push_blob(repo, b"traced with basic auth " + os.urandom(8))
+        bearer = _client(token_registry)
+        bearer.push_blob(repo, b"traced with a bearer token " + os.urandom(8))
+        refreshed = RegistryClient(token_registry.host, ca=token_registry.ca_file, docker_config=cfg)
+        refreshed.push_blob(repo, b"traced with a refresh token " + os.urandom(8))
+    text = caplog.text
+    basic_credential = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    bearer_tokens = token.issued[issued_before:]
+    assert len(bearer_tokens) >= 3  # pull and pull,push for `bearer`, one for `refreshed` at least
+    for secret in (REGISTRY_PASSWORD, basic_credential, refresh, *bearer_tokens):
+        assert secret not in text
+    for secret in bearer_tokens:  # not even a prefix long enough to replay a JWT header+claims
+        assert secret[:40] not in text
+
+    levels = {r.levelname for r in caplog.records}
+    assert {"INFO", "DEBUG", "TRACE"} <= levels
+    # INFO: endpoints and auth schemes
+    assert f"registry {tls_registry.host}: endpoint https://{tls_registry.host} (TLS verified" in text
+    assert f"registry {tls_registry.host}: basic authentication (realm 'fleet-test'), as user '{REGISTRY_USER}'" in text
+    assert f"bearer token from {token.realm} (service {token.service})" in text
+    assert "refresh-token grant" in text
+    # DEBUG: each request, status and bytes
+    assert f"HEAD https://{tls_registry.host}/v2/{repo}/blobs/sha256:" in text and "-> 404" in text
+    assert f"POST https://{tls_registry.host}/v2/{repo}/blobs/uploads/ -> 202" in text
+    assert f"GET {token.realm}?service={token.service}&scope=repository:{repo}:pull" in text
+    assert "-> 201 (sent " in text
+    # TRACE: headers, credentials redacted; the upload session state too
+    assert "Authorization: <redacted>" in text
+    assert "Docker-Distribution-Api-Version: registry/2.0" in text
+    assert "_state=<redacted>" in text and "_state=" not in text.replace("_state=<redacted>", "")
+
+
+def test_errors_are_classified_transient_or_permanent(tls_registry, plain_registry):
+    """``transient`` on real failures: what a rollout may retry later and what it must not."""
+    import socket
+
+    from tests.registry_fixtures import free_port, loopback_address
+
+    def error_of(fn) -> RegistryError:
+        with pytest.raises(RegistryError) as exc:
+            fn()
+        return exc.value
+
+    # transient: refused, timed out (a listener that never answers the TLS handshake), 5xx, 429
+    address = loopback_address()
+    port = free_port(address)
+    e = error_of(lambda: RegistryClient(f"{address}:{port}", retries=2, max_retry_wait=0.1).ping())
+    assert e.transient and "cannot reach" in str(e) and "Connection refused" in str(e)
+    with socket.socket() as silent:
+        silent.bind((address, 0))
+        silent.listen(8)
+        host = f"{address}:{silent.getsockname()[1]}"
+        e = error_of(lambda: RegistryClient(host, timeout=0.3, retries=2, max_retry_wait=0.1).ping())
+    assert e.transient and "timed out" in str(e)
+    for status, hits in ((503, 2), (429, 2), (500, 1)):  # 500 is not retried, yet transient
+        server = FlakyServer([(status, {})] * 5)
+        try:
+            e = error_of(lambda: RegistryClient(server.host, insecure=True, retries=2,
+                                                max_retry_wait=0.1).ping())
+            assert e.transient and e.status == status and server.hits == hits, (status, e)
+        finally:
+            server.stop()
+
+    # permanent: not found, refused credentials, untrusted certificate, protocol mix-up,
+    # content not matching its digest
+    client = _client(tls_registry)
+    e = error_of(lambda: client.get_manifest(_repo(), "v1"))
+    assert isinstance(e, NotFound) and not e.transient
+    e = error_of(lambda: _client(tls_registry, credentials=(REGISTRY_USER, "nope")).ping())
+    assert isinstance(e, AuthError) and not e.transient
+    e = error_of(lambda: RegistryClient(tls_registry.host, retries=1).ping())
+    assert not e.transient and "CA" in str(e)
+    e = error_of(lambda: RegistryClient(plain_registry.host, retries=1).ping())
+    assert not e.transient and "plain-HTTP" in str(e)
+    e = error_of(lambda: RegistryClient(tls_registry.host, insecure=True, retries=1).ping())
+    assert not e.transient and "speaks TLS" in str(e)
+    e = error_of(lambda: client.upload_blob(_repo(), digest_of(b"other"), b"content"))
+    assert isinstance(e, DigestMismatch) and not e.transient
