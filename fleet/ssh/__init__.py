@@ -27,6 +27,11 @@ authenticated, retries; DEBUG (``-vv``) each remote command (``secret_args`` mas
 stdin never logged), its exit status and byte counts; TRACE (``-vvv``) the negotiated
 algorithms and paramiko's own transport log.
 
+Not supported (warned about once, or refused, never silently misused): password and
+keyboard-interactive authentication, host certificates and ``@cert-authority`` trust,
+``Match exec`` and other commands run from an ssh config, ``CanonicalizeHostname``, a
+ProxyJump/ProxyCommand configured for a jump host itself, ssh-agent forwarding.
+
 Errors raised are :class:`SSHError` subclasses (``FleetError``, exit status 1) whose
 message starts with the inventory host name, and :class:`fleet.errors.UsageError` (exit
 status 2) for bad inventory values or ssh config files.

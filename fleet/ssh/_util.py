@@ -37,6 +37,16 @@ def warn_once(message: str, key: str | None = None) -> None:
     warn(message)
 
 
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` on one line with control characters escaped (``\\n``, ``\\x1b``...), cut to
+    ``limit`` characters: text from a device, an inventory or a proxy is shown, never
+    interpreted by the terminal."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if limit is not None and len(out) > limit:
+        out = f"{out[:limit]}... ({len(out) - limit} more characters)"
+    return out
+
+
 def file_signature(path: Path) -> tuple | None:
     """(mtime_ns, size, inode) of ``path``, or None when it does not exist."""
     try:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Sequence
 import paramiko
 
 from fleet.ssh._util import cache_lock, file_signature, log, warn_once
-from fleet.ssh.errors import HostKeyChanged, HostKeyRevoked, HostKeyUnknown
+from fleet.ssh.errors import HostKeyChanged, HostKeyRevoked, HostKeyUnknown, SSHError
 from fleet.ssh.match import has_wildcard, match_hostname
 
 if TYPE_CHECKING:
@@ -336,7 +337,12 @@ def verify_host_key(target: "Target", strict: str, entries: list[KHEntry], key: 
         if not target.known_hosts_files:
             raise HostKeyUnknown(target.name, f"host key of {name} ({ktype} {fp}) is unknown and there is no "
                                  f"known_hosts file to record it in", fingerprint=fp, key_line=line)
-        record_host_key(target.known_hosts_files[0], name, key)
+        try:
+            record_host_key(target.known_hosts_files[0], name, key)
+        except OSError as e:
+            why = "it is a symlink, and fleet never writes through one" if e.errno == errno.ELOOP else e.strerror
+            raise SSHError(target.name, f"cannot record the new host key of {name} in "
+                           f"{target.known_hosts_files[0]}: {why}") from None
         log.info("%s: new host key %s %s of %s accepted and recorded in %s", target.name, ktype, fp, name,
                  target.known_hosts_files[0])
         return

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import threading
 
-from fleet.ssh._util import log
+from fleet.ssh._util import log, printable
 from fleet.ssh.errors import Unreachable
 
 __all__ = ["ProxyProcess"]
@@ -88,7 +88,7 @@ class ProxyProcess:
         self._reader.join(timeout=0.2)  # collect what a just-exited process wrote
         with self._lock:
             text = bytes(self._tail).decode("utf-8", "replace")
-        return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+        return printable(" / ".join(line.strip() for line in text.splitlines() if line.strip()))
 
     def describe_exit(self) -> str | None:
         """"ProxyCommand exited with status N: <stderr>" once it has ended, else None."""

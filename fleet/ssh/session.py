@@ -45,7 +45,7 @@ from paramiko.ssh_exception import ChannelException, IncompatiblePeer, SSHExcept
 
 from fleet.log import TRACE
 from fleet.netguard import unattached_benchmark_address
-from fleet.ssh._util import log
+from fleet.ssh._util import log, printable
 from fleet.ssh.algorithms import OPENSSH_KNOWN, disabled
 from fleet.ssh.algorithms import apply as apply_algorithms
 from fleet.ssh.auth import authenticate
@@ -227,11 +227,10 @@ def _open_hop(hop: Target, settings: SSHSettings, via: paramiko.Transport | None
     except BaseException:
         if t is not None:
             t.close()
-        else:
-            try:
-                sock.close()
-            except Exception:
-                pass
+        try:
+            sock.close()  # Transport.close() leaves it open when the handshake never started
+        except Exception:
+            pass
         if proxy is not None:
             proxy.close()
         raise
@@ -355,8 +354,8 @@ class Session:
             raise ValueError(f"max_output must be >= 0 bytes or None, got {max_output}")
         deadline = time.monotonic() + limit
         name = self.target.name
-        shown = _mask(command, secret_args)
-        log.debug("%s: run: %s", name, shown)
+        shown = printable(_mask(command, secret_args))
+        log.debug("%s: run: %s", name, printable(shown, 4096))
         started = time.monotonic()
         if self._closed:
             raise self._closed_error(f"before running: {shown[:120]}")

@@ -163,11 +163,14 @@ def test_verify_uses_file_line_and_refuses_changed_key_under_bracket_pattern(tmp
     assert f"matches {f}:2" in caplog.text
 
 
-def test_record_refuses_symlink(tmp_path, keydir):
+def test_accept_new_never_writes_through_a_symlink(tmp_path, keydir):
+    from fleet.ssh import SSHError, Target
+
     real = tmp_path / "real"
     real.write_text("")
     link = tmp_path / "link"
     link.symlink_to(real)
-    with pytest.raises(OSError):
-        kh.record_host_key(link, "h", paramiko.PKey.from_path(keydir / "a"))
+    target = Target(name="dev9", hostname="10.0.0.9", known_hosts_files=(link,))
+    with pytest.raises(SSHError, match=f"^dev9: cannot record the new host key of 10.0.0.9 in {link}: it is a symlink"):
+        kh.verify_host_key(target, "accept-new", [], paramiko.PKey.from_path(keydir / "a"))
     assert real.read_text() == ""
