@@ -18,7 +18,6 @@ import pytest
 
 from fleet import ssh
 from fleet.ssh import known_hosts as ssh_known_hosts
-from fleet.errors import UsageError
 from fleet.inventory import Host
 from fleet.ssh import (
     AuthenticationFailed,

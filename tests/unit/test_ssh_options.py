@@ -16,6 +16,7 @@ import pytest
 from fleet.errors import InputFileError, UsageError
 from fleet.inventory import Host
 from fleet.ssh import DEFAULT_ALGORITHMS, SSHSettings, target_for
+from fleet.ssh._util import default_user
 from fleet.ssh.algorithms import assemble
 from fleet.ssh.config import apply_config
 from fleet.ssh.options import Options
@@ -118,7 +119,7 @@ def fleet_G(cfg: Path, host: str) -> dict[str, str]:
     out = {
         "hostname": (v.get("hostname") or host).replace("%h", host).lower(),
         "port": v.get("port", "22"),
-        "user": v.get("user", "root"),
+        "user": v.get("user", default_user()),
     }
     for k in ("proxyjump", "proxycommand"):
         if k in v:
