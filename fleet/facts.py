@@ -293,7 +293,7 @@ def gather(session: "Session", become: bool) -> dict[str, str]:
     run the script (exit status and stderr in the message).
     """
     token = new_boundary()
-    result = session.run(probe_command(become, token))
+    result = session.run(probe_command(become, token), timeout=session.target.probe_timeout, max_output=4 << 20)
     try:
         return parse_probe_output(result.stdout, token)
     except ProbeError as exc:

@@ -1,4 +1,5 @@
-"""fleet.ssh against real OpenSSH sshd servers on loopback (and one test-owned netns)."""
+"""fleet.ssh against real OpenSSH sshd servers on loopback (and one test-owned netns): basics,
+host keys, authentication, reachability, jump hosts, ssh config."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import paramiko
 import pytest
 
 from fleet import ssh
-from fleet.errors import UsageError
+from fleet.ssh import known_hosts as ssh_known_hosts
 from fleet.inventory import Host
 from fleet.ssh import (
     AuthenticationFailed,
@@ -211,8 +212,8 @@ def test_known_hosts_parsed_once_per_process(sshd, ssh_home, tmp_path, monkeypat
     kh = known_hosts(tmp_path, sshd.known_hosts_line)
     st = settings(kh)
     calls = []
-    real = ssh._parse_known_hosts
-    monkeypatch.setattr(ssh, "_parse_known_hosts", lambda p, sig: calls.append(p) or real(p, sig))
+    real = ssh_known_hosts.parse_known_hosts
+    monkeypatch.setattr(ssh_known_hosts, "parse_known_hosts", lambda p, sig: calls.append(p) or real(p, sig))
     target = target_for(host_for(sshd), st)
     for _ in range(3):
         with connect(target, st) as s:
@@ -423,46 +424,17 @@ def test_ssh_config_is_honoured(sshd, ssh_home, tmp_path):
     assert target.known_hosts_files == (kh2,)
 
 
-def test_inventory_args_parsing(ssh_home, capsys):
-    st = SSHSettings(ssh_config=Path("/nonexistent"), known_hosts=(Path("/kh"),))
-    host = Host(
-        name="d",
-        vars={
-            "ansible_host": "10.1.2.3",
-            "ansible_ssh_common_args": "-C -o ControlMaster=auto -p 2200 -l pi "
-            "-o 'UserKnownHostsFile=/a /b' -oStrictHostKeyChecking=accept-new "
-            "-J jumper@bastion:2022,[::1]:23 -o NoSuchOption=1",
-            "ansible_become": "yes",
-        },
-    )
-    t = target_for(host, st)
-    assert (t.hostname, t.port, t.user) == ("10.1.2.3", 2200, "pi")
-    assert t.known_hosts_files == (Path("/a"), Path("/b"))
-    assert t.strict_host_key_checking == "accept-new"
-    assert [(h.user, h.hostname, h.port) for h in t.proxy_jump] == [
-        ("jumper", "bastion", 2022),
-        ("pi", "::1", 23),
-    ]
-    assert t.become is True
-    assert "nosuchoption" in capsys.readouterr().err.lower()  # warned, not fatal
-
-    t = target_for(Host(name="d", vars={"ansible_become": "False"}), st)
-    assert (t.hostname, t.port, t.become, t.known_hosts_files) == ("d", 22, False, (Path("/kh"),))
-    with pytest.raises(UsageError, match="d: .*port"):
-        target_for(Host(name="d", vars={"ansible_ssh_common_args": "-p abc"}), st)
-
-
 def test_accept_new_updates_parsed_copy_without_reparse(sshd, ssh_home, tmp_path, monkeypatch):
     kh = known_hosts(tmp_path, "# header")
     calls = []
-    real = ssh._parse_known_hosts
-    monkeypatch.setattr(ssh, "_parse_known_hosts", lambda p, sig: calls.append(p) or real(p, sig))
+    real = ssh_known_hosts.parse_known_hosts
+    monkeypatch.setattr(ssh_known_hosts, "parse_known_hosts", lambda p, sig: calls.append(p) or real(p, sig))
     st = settings(kh, accept_new=True)
     target = target_for(host_for(sshd), st)
     with connect(target, st) as s:
         s.run("true")
     assert kh.read_text() == "# header\n" + sshd.known_hosts_line + "\n"
-    (entry,) = ssh._lookup_known([kh], target.known_hosts_name)
+    (entry,) = ssh_known_hosts.lookup_known([kh], target.known_hosts_name)
     assert (entry.path, entry.line) == (str(kh), 2)
     with connect(target, SSHSettings(known_hosts=(kh,))) as s:
         s.run("true")
