@@ -186,11 +186,6 @@ def _assemble(b: Builder, basedirs: Sequence[Path]) -> Inventory:
         ):
             merged.update(data)
             sources.update(where)
-        for old, new in VARIABLE_ALIASES.items():
-            if old in merged:
-                merged[new] = merged[old]
-                if old in sources:
-                    sources[new] = sources[old]
         _check_port(name, merged, sources.get("ansible_port") or hd.source)
         hosts[name] = Host(
             name=name,

@@ -54,8 +54,9 @@ class Host:
     """One inventory host with its fully merged variables.
 
     ``vars`` holds every inventory variable in Ansible's precedence (all, groups by depth
-    then ``ansible_group_priority`` then name, group_vars files, host, host_vars files);
-    old spellings (``ansible_ssh_host``...) are also copied to the new names.
+    then ``ansible_group_priority`` then name, group_vars files, host, host_vars files),
+    as written: how connection variables (and their old spellings such as
+    ``ansible_ssh_host``) become an SSH target is :func:`fleet.ssh.target_for`'s business.
     ``groups`` lists every group the host belongs to, ancestors included, in that
     precedence order, starting with ``"all"``. ``source`` is the inventory file that
     first defined the host. ``var_sources`` maps a variable to the file that set the
@@ -93,23 +94,6 @@ class Host:
                 f"evaluate: {value!r}; give the value itself"
             )
         return value
-
-    @property
-    def address(self) -> str:
-        """The address to connect to: ``ansible_host`` or else the inventory name."""
-        return str(self.vars.get("ansible_host", self.name))
-
-    @property
-    def port(self) -> int | None:
-        """``ansible_port`` as an int (validated at load time), or None when unset."""
-        value = self.vars.get("ansible_port")
-        return None if value is None else int(value)
-
-    @property
-    def user(self) -> str | None:
-        """``ansible_user``, or None when unset (the SSH layer then uses ~/.ssh/config)."""
-        value = self.vars.get("ansible_user")
-        return None if value is None else str(value)
 
 
 @dataclass(frozen=True)

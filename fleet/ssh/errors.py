@@ -1,10 +1,8 @@
 """Errors of the SSH layer: :class:`SSHError` (a ``FleetError``, exit status 1) and subclasses.
 
-Every message starts with the inventory host name (``"<device>: <message>"``).
-
-The classes report ``fleet.ssh`` as their module, the package that exports them: callers
-(fleet/deploy.py, fleet/deploycmd.py) classify an error as "unreachable" by
-``exc.__class__.__module__ == "fleet.ssh"``, which the split into a package must not change.
+Every message starts with the inventory host name (``"<device>: <message>"``). Callers
+classify by type (:func:`fleet.results.classify`: every :class:`SSHError` is
+"unreachable").
 """
 
 from __future__ import annotations
@@ -123,9 +121,3 @@ class OutputTooLarge(SSHError):
 class SessionClosed(SSHError):
     """The session was closed (e.g. from another thread on Ctrl-C) before or while a
     command ran."""
-
-
-for _cls in (SSHError, HostKeyUnknown, HostKeyChanged, HostKeyRevoked, AuthenticationFailed, Unreachable,
-             NegotiationFailed, CommandTimeout, OutputTooLarge, SessionClosed):
-    _cls.__module__ = "fleet.ssh"
-del _cls

@@ -148,8 +148,27 @@ def _file_tokens(hostname: str, host_arg: str, port: int, user: str, alias: str,
     return tokens
 
 
-def _host_vars(host: Any) -> dict[str, Any]:
-    return dict(getattr(host, "vars", None) or {})
+class _HostVars:
+    """A host's variables as fleet acts on them: through ``Host.var`` where the host has it,
+    so a Jinja-templated value is a usage error naming the host and variable instead of
+    literal text sent to a device."""
+
+    def __init__(self, host: Any):
+        self._host = host
+        self._vars = dict(getattr(host, "vars", None) or {})
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name not in self._vars:
+            return default
+        reader = getattr(self._host, "var", None)
+        return reader(name, default) if callable(reader) else self._vars[name]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+
+def _host_vars(host: Any) -> _HostVars:
+    return _HostVars(host)
 
 
 # Connection variables that must be one string or number (Ansible reads them as such).
@@ -192,10 +211,12 @@ def target_for(host: Any, settings: SSHSettings) -> Target:
     connection = hv.get("ansible_connection")
     if connection not in (None, "ssh", "smart", "paramiko", "paramiko_ssh"):
         raise UsageError(f"{name}: ansible_connection={connection} is not supported (fleet reaches devices over SSH)")
-    address = str(hv.get("ansible_host") or hv.get("ansible_ssh_host") or name)
+    # Ansible's ssh plugin lists the old spellings after the new ones, and the last one set
+    # wins (ansible-core lib/ansible/plugins/connection/ssh.py, the options' ``vars``)
+    address = str(hv.get("ansible_ssh_host") or hv.get("ansible_host") or name)
 
     opts = Options()
-    for var in ("ansible_port", "ansible_ssh_port"):
+    for var in ("ansible_ssh_port", "ansible_port"):
         if hv.get(var) is not None:
             opts.set("port", str(parse_port(hv[var], name, var)), device=name, origin=var)
             break
@@ -203,7 +224,7 @@ def target_for(host: Any, settings: SSHSettings) -> Target:
         if hv.get(var):
             opts.identity.append(str(hv[var]))
             break
-    for var in ("ansible_user", "ansible_ssh_user"):
+    for var in ("ansible_ssh_user", "ansible_user"):
         if hv.get(var):
             opts.set("user", str(hv[var]), device=name, origin=var)
             break
@@ -211,7 +232,7 @@ def target_for(host: Any, settings: SSHSettings) -> Target:
         if hv.get(var):
             opts.feed_args(str(hv[var]), device=name, origin=var)
     for var in ("ansible_password", "ansible_ssh_pass"):
-        if hv.get(var):
+        if hv._vars.get(var):  # only warned about (a templated vault value is fine here)
             warn_once(f"{name} (and maybe others): {var} is set but password authentication is not supported; "
                       f"using keys/ssh-agent", var)
     probe_timeout = None

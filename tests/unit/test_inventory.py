@@ -107,10 +107,10 @@ def test_yaml_and_ini_give_same_hosts_groups_and_vars(tmp_path):
         assert y.hosts[name].groups == i.hosts[name].groups, name
     pi = y.hosts["pi4-10"]
     assert pi.vars == {"tier": "pi", "ansible_user": "fleet", "ansible_host": "127.0.0.5", "ansible_port": 2222, "enabled": True}
-    assert (pi.address, pi.port, pi.user) == ("127.0.0.5", 2222, "fleet")
+    assert _conn(pi) == ("127.0.0.5", 2222, "fleet")
     assert pi.groups == ("all", "pis", "pi4")
     assert y.hosts["zero-b"].vars["tier"] == "zero"  # child group beats parent
-    assert (y.hosts["nuc3"].address, y.hosts["nuc3"].port) == ("nuc3", None)
+    assert _conn(y.hosts["nuc3"])[:2] == ("nuc3", 22)
     # implicit groups: 'lone' is only in all -> ungrouped
     assert y.hosts["lone"].groups == ("all", "ungrouped") == i.hosts["lone"].groups
     for inv in (y, i):
@@ -124,7 +124,7 @@ def test_example_inventories_in_repo_agree():
     i = load_inventory([REPO / "inventory" / "example.ini"])
     assert list(y.hosts) == list(i.hosts)
     assert {n: dict(h.vars) for n, h in y.hosts.items()} == {n: dict(h.vars) for n, h in i.hosts.items()}
-    assert y.hosts["gw1"].port == 2200  # host_vars/gw1.json beats the inline var
+    assert y.hosts["gw1"].vars["ansible_port"] == 2200  # host_vars/gw1.json beats the inline var
     assert y.hosts["zero-a"].vars["ansible_become"] is True  # group_vars/pis/ directory
     assert not y.warnings and not i.warnings
 
@@ -171,8 +171,8 @@ def test_ini_host_port_and_ipv6(tmp_path):
         127.0.0.1:2203 ansible_user=me
         """)])
     assert list(inv.hosts) == ["web", "::1", "fe80::1", "127.0.0.1"]
-    assert [h.port for h in inv.hosts.values()] == [2201, 2202, None, 2203]
-    assert inv.hosts["127.0.0.1"].user == "me"
+    assert [h.vars.get("ansible_port") for h in inv.hosts.values()] == [2201, 2202, None, 2203]
+    assert _conn(inv.hosts["127.0.0.1"]) == ("127.0.0.1", 2203, "me")
 
 
 def test_old_spelling_aliases(tmp_path):
@@ -180,7 +180,12 @@ def test_old_spelling_aliases(tmp_path):
         a ansible_ssh_host=127.0.0.7 ansible_ssh_port=2022 ansible_ssh_user=old
         """)])
     h = inv.hosts["a"]
-    assert (h.address, h.port, h.user) == ("127.0.0.7", 2022, "old")
+    # the inventory keeps what was written; the SSH target reads the old spellings as
+    # Ansible's ssh plugin does (the last of its listed vars wins: the old one)
+    assert dict(h.vars) == {"ansible_ssh_host": "127.0.0.7", "ansible_ssh_port": 2022, "ansible_ssh_user": "old"}
+    assert _conn(h) == ("127.0.0.7", 2022, "old")
+    both = load_inventory([write(tmp_path / "b.ini", "b ansible_host=10.0.0.1 ansible_ssh_host=127.0.0.8\n")])
+    assert _conn(both.hosts["b"])[0] == "127.0.0.8"
 
 
 def test_non_integer_port_is_an_error_naming_the_host(tmp_path):
@@ -521,3 +526,31 @@ def test_non_utf8_file_names_line(tmp_path):
     path.write_bytes(b"[g]\nok\nh\xff\n")
     err = load_error(path)
     assert err.line == 3 and "UTF-8" in err.reason
+
+
+def _conn(host):
+    """(address, port, user) of ``host`` as fleet connects to it: the one place that reads
+    connection variables is fleet.ssh.target_for."""
+    from fleet.ssh import SSHSettings, target_for
+
+    t = target_for(host, SSHSettings(ssh_config=None))
+    return t.hostname, t.port, t.user
+
+
+def test_a_templated_connection_variable_is_an_error_naming_host_and_variable(tmp_path):
+    from fleet.errors import UsageError
+    from fleet.ssh import SSHSettings, target_for
+
+    inv = load_inventory([write(tmp_path / "h.yaml", """
+        all:
+          vars: {ansible_password: "{{ vault_pw }}"}
+          hosts:
+            pi: {ansible_host: "{{ site_prefix }}.11", other: "{{ unused }}"}
+            ok: {ansible_host: 127.0.0.9}
+        """)])
+    with pytest.raises(UsageError) as ei:
+        target_for(inv.hosts["pi"], SSHSettings(ssh_config=None))
+    assert "'pi'" in str(ei.value) and "ansible_host" in str(ei.value) and "Jinja" in str(ei.value)
+    assert "h.yaml" in str(ei.value)
+    # an unused templated value, or a password fleet only warns about, is fine
+    assert target_for(inv.hosts["ok"], SSHSettings(ssh_config=None)).hostname == "127.0.0.9"

@@ -166,7 +166,7 @@ def test_toml_inventory(tmp_path):
         """)])
     assert inv.group_hosts("web") == ["host1", "host2", "tomcat1", "tomcat2", "jenkins1"]
     assert inv.hosts["tomcat2"].vars == {"has_java": False, "http_port": 8080, "myvar": 34}
-    assert inv.hosts["jenkins1"].vars["has_java"] is True and inv.hosts["host2"].port == 222
+    assert inv.hosts["jenkins1"].vars["has_java"] is True and inv.hosts["host2"].vars["ansible_port"] == 222
     assert inv.groups["nginx"].priority == 3
 
 
