@@ -94,8 +94,7 @@ class History:
             self.db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA busy_timeout=30000")
-            with self._write():
-                self.db.executescript(_SCHEMA)
+            self.db.executescript(_SCHEMA)  # idempotent; SQLite serializes concurrent creators
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"{self.path}: cannot open the history database: {exc}") from None
         self.db.row_factory = sqlite3.Row

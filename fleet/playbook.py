@@ -27,6 +27,13 @@ Shape (keys of the publish stage, then the deploy stage's ``container`` and ``he
       privileged: false
       network_mode: host                           # host | bridge | none | container:NAME | NAME
       labels: {com.example.team: iot}              # io.fleet.* is reserved for fleet's records
+    rollout:                                       # optional; how the fleet is updated
+      batches: [1, "10%", "100%"]                  # Ansible serial: each a batch size, the last repeats
+      pause: 30                                    # seconds between batches
+      max_fail_percentage: 10                      # a batch stops the rollout above this share failed
+      max_fail: 0                                  # ... or above this many (default: all of a batch)
+      on_failure: rollback                         # stop (default) | rollback what this rollout updated
+      keep_images: 2                               # app images kept per device (current + previous)
     health:                                        # optional; all given checks must pass
       running: 10                                  # seconds running without a restart (default 5)
       command: [/bin/busybox, wget, -q, -O-, "http://127.0.0.1:8080/"]  # inside the container
@@ -50,6 +57,7 @@ from typing import Any, Mapping
 
 from fleet.errors import UsageError
 from fleet.platform import Platform
+from fleet.rollout import BatchSize, RolloutSpec, parse_batch
 from fleet.yamlfile import KeyPath, LocatedDocument, load_located
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -146,6 +154,7 @@ class Playbook:
     document: LocatedDocument = field(repr=False, compare=False)
     container: ContainerSpec | None = None
     health: HealthSpec = field(default_factory=HealthSpec)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
 
     @property
     def container_spec(self) -> ContainerSpec:
@@ -488,7 +497,47 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
-TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry", "container", "health"}
+_ROLLOUT_KEYS = {"batches", "pause", "max_fail_percentage", "max_fail", "on_failure", "keep_images"}
+
+
+def _rollout(v: "_Validator", value: Any) -> RolloutSpec:
+    """``rollout:`` (see :class:`fleet.rollout.RolloutSpec`)."""
+    kp: KeyPath = ("rollout",)
+    if value is None:
+        return RolloutSpec()
+    r = _plain_mapping(v, value, kp, _ROLLOUT_KEYS)
+    sizes: tuple[BatchSize, ...] = ()
+    if "batches" in r:
+        raw = r["batches"]
+        if not isinstance(raw, list) or not raw:
+            raise v.fail(kp + ("batches",), "must be a list of counts and percentages, e.g. [1, \"10%\", \"100%\"]")
+        try:
+            sizes = tuple(parse_batch(x, "batches") for x in raw)
+        except UsageError as exc:
+            raise v.fail(kp + ("batches",), str(exc).split(": ", 1)[-1]) from None
+
+    def number(key: str, minimum: float, maximum: float | None = None, integer: bool = False) -> float | None:
+        if key not in r:
+            return None
+        val = r[key]
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < minimum \
+                or (maximum is not None and val > maximum) or (integer and int(val) != val):
+            bound = f"{minimum:g}" + (f" to {maximum:g}" if maximum is not None else " or more")
+            raise v.fail(kp + (key,), f"must be a finite {'whole ' if integer else ''}number, {bound}; got {val!r}")
+        return float(val)
+
+    on_failure = str(r.get("on_failure", "stop"))
+    if on_failure not in ("stop", "rollback"):
+        raise v.fail(kp + ("on_failure",), "must be stop or rollback")
+    max_fail = number("max_fail", 0, integer=True)
+    keep = number("keep_images", 1, integer=True)
+    return RolloutSpec(batches=sizes, pause=number("pause", 0, 86400) or 0.0,
+                       max_fail_percentage=number("max_fail_percentage", 0, 100),
+                       max_fail=None if max_fail is None else int(max_fail),
+                       on_failure=on_failure, keep_images=2 if keep is None else int(keep))
+
+
+TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry", "container", "health", "rollout"}
 
 
 def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) -> Playbook:
@@ -522,4 +571,5 @@ def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) ->
         document=doc,
         container=_container(v, top.get("container"), name),
         health=_health(v, top.get("health")),
+        rollout=_rollout(v, top.get("rollout")),
     )

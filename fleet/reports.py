@@ -21,7 +21,8 @@ from typing import Any
 from fleet.errors import UsageError
 from fleet.output import warn
 
-__all__ = ["ENV_REPORT_DIR", "report_dir", "usable_report_dir", "save_report", "state_dir", "check_private_dir"]
+__all__ = ["ENV_REPORT_DIR", "report_dir", "usable_report_dir", "save_report", "save_text", "state_dir",
+           "check_private_dir"]
 
 ENV_REPORT_DIR = "FLEET_REPORT_DIR"
 
@@ -74,19 +75,25 @@ def save_report(doc: dict[str, Any], directory: Path, name: str) -> Path | None:
     """Write ``doc`` as JSON to ``directory/name`` (0600, atomically, never through a
     symlink). A failure here (disk full...) is a warning: the results were already printed
     and the devices already changed. Returns the path, or None when it could not be saved."""
+    return save_text(json.dumps(doc, indent=2, default=str) + "\n", directory, name, "report")
+
+
+def save_text(text: str, directory: Path, name: str, what: str = "file") -> Path | None:
+    """Write ``text`` to ``directory/name`` as :func:`save_report` does (0600, mkstemp and
+    an atomic rename, never through a symlink); a failure is a warning naming ``what``."""
     path = directory / name
     fd, tmp = -1, ""
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             fd = -1
-            f.write(json.dumps(doc, indent=2, default=str) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = ""
     except OSError as exc:
-        warn(f"{path}: cannot save the report: {exc.strerror or exc}")
+        warn(f"{path}: cannot save the {what}: {exc.strerror or exc}")
         return None
     finally:
         if fd >= 0:

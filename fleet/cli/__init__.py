@@ -138,6 +138,10 @@ def facts_cmd(
          as_json, verbose)
 
 
+MinFreeOpt = typer.Option(32.0, "--min-free", metavar="MIB", help="Free MiB that must remain on a device's data root after the pull (the pull needs 3x the child's compressed size on top).")
+BatchOpt = typer.Option(None, "--batch", metavar="SIZES", help="Batches instead of the playbook's rollout.batches: counts and percentages, e.g. 1,10%,100% (Ansible serial: the last repeats).")
+
+
 def _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout):
     return selection(inventory, limit, forks, known_hosts, accept_new, timeout) if inventory else None
 
@@ -196,16 +200,97 @@ def deploy_cmd(
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
     check: bool = typer.Option(False, "--check", help="Dry run: probe, plan and show what would be pulled and replaced where; publish nothing, change nothing."),
-    min_free: float = typer.Option(32.0, "--min-free", metavar="MIB", help="Free MiB that must remain on a device's data root after the pull (the pull needs 3x the child's compressed size on top)."),
+    min_free: float = MinFreeOpt,
+    batch: Optional[str] = BatchOpt,
     report_directory: ReportDirOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
-    """Probe, plan, publish ONE tag, then on every device: pull it by digest, verify the child is its own platform's, run it, health-check it, roll back on failure (exit 0 only if every device verified)."""
+    """Probe, plan, publish ONE tag, then batch by batch on every device: pull it by digest, verify the child is its own platform's, swap, health-check, commit or roll back on the device itself (exit 0 only if every device verified)."""
     from fleet.cli.deploy import run_deploy
 
     _run(lambda: run_deploy(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                            check=check, as_json=as_json, min_free_mib=min_free, report_directory=report_directory),
+                            check=check, as_json=as_json, min_free_mib=min_free, report_directory=report_directory,
+                            batch=batch),
+         as_json, verbose)
+
+
+@app.command("rollback", context_settings=CONTEXT)
+def rollback_cmd(
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook YAML file (its container settings)."),
+    inventory: InventoryOpt = [],
+    limit: LimitOpt = None,
+    forks: ForksOpt = DEFAULT_FORKS,
+    known_hosts: KnownHostsOpt = None,
+    accept_new: AcceptNewOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    to: Optional[str] = typer.Option(None, "--to", metavar="DEPLOYMENT",
+                                     help="Go back to this deployment of the history instead of each device's previous release."),
+    min_free: float = MinFreeOpt,
+    batch: Optional[str] = BatchOpt,
+    report_directory: ReportDirOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Return devices to what they ran before their current deployment (or --to DEPLOYMENT), with the image still on the device, through the same device-side transaction, verified like a deploy."""
+    from fleet.cli.deploy import run_rollback
+
+    _run(lambda: run_rollback(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
+                              to=to, as_json=as_json, min_free_mib=min_free, report_directory=report_directory,
+                              batch=batch),
+         as_json, verbose)
+
+
+@app.command("history", context_settings=CONTEXT)
+def history_cmd(
+    device: Optional[str] = typer.Option(None, "--device", metavar="HOST", help="Only runs that reached this device."),
+    deployment: Optional[str] = typer.Option(None, "--deployment", metavar="ID", help="Only this run."),
+    limit_runs: int = typer.Option(50, "--last", min=1, metavar="N", help="The N newest runs."),
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Every deploy, rollback and verify recorded on this controller, newest first, with each device's result."""
+    from fleet.cli.history import run_history
+
+    _run(lambda: run_history(device=device, deployment=deployment, limit=limit_runs, as_json=as_json),
+         as_json, verbose)
+
+
+@app.command("status", context_settings=CONTEXT)
+def status_cmd(
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook YAML file."),
+    inventory: InventoryOpt = [],
+    limit: LimitOpt = None,
+    forks: ForksOpt = DEFAULT_FORKS,
+    known_hosts: KnownHostsOpt = None,
+    accept_new: AcceptNewOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Per device, what runs now against what the last rollout intended (drift); changes nothing (exit 0 only if all as intended)."""
+    from fleet.cli.history import run_status
+
+    _run(lambda: run_status(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
+         as_json, verbose)
+
+
+@app.command("prune", context_settings=CONTEXT)
+def prune_cmd(
+    playbook: str = typer.Argument(..., metavar="PLAYBOOK", help="Playbook YAML file."),
+    inventory: InventoryOpt = [],
+    limit: LimitOpt = None,
+    forks: ForksOpt = DEFAULT_FORKS,
+    known_hosts: KnownHostsOpt = None,
+    accept_new: AcceptNewOpt = False,
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Remove images of the app older than the previous release on every device (rollout.keep_images)."""
+    from fleet.cli.history import run_prune
+
+    _run(lambda: run_prune(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
          as_json, verbose)
 
 

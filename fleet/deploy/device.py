@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+
+import tenacity
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
@@ -32,7 +34,8 @@ from fleet.deploy.decide import DEFAULT_MIN_FREE, create_from, decide, pull_plat
 from fleet.deploy.devicetxn import AppRecord, Outcome, settle_seconds, transaction_script
 from fleet.deploy.remote import TxnClient
 from fleet.deploy.view import observe
-from fleet.engine import Engine, PullAuth
+from fleet.deploy.prune import prune_app
+from fleet.engine import Engine, EngineError, PullAuth
 from fleet.plan import DevicePlan
 from fleet.playbook import ContainerSpec, HealthSpec
 from fleet.results import DeviceReport, Result
@@ -70,14 +73,18 @@ class DeployHooks:
 @dataclass
 class DeployOptions:
     """``forks`` (devices at once), ``min_free`` (bytes to keep free), ``log_tail`` (log
-    lines kept per device), ``pull_timeout`` (s), ``stop_timeout`` (s given to a container
-    to stop), ``deployment`` (id, default :func:`new_deployment_id`), ``hooks``."""
+    lines kept per device), ``pull_timeout`` (s, all attempts), ``pull_attempts`` (for
+    transient errors), ``stop_timeout`` (s given to a container to stop), ``keep_images``
+    (images of the app kept after a verified deploy; None: no pruning), ``deployment`` (id,
+    default :func:`new_deployment_id`), ``hooks``."""
 
     forks: int = 50
     min_free: int = DEFAULT_MIN_FREE
     log_tail: int = 10
     pull_timeout: float = 1800.0
+    pull_attempts: int = 4
     stop_timeout: int = 10
+    keep_images: int | None = 2
     deployment: str = field(default_factory=new_deployment_id)
     hooks: DeployHooks = field(default_factory=DeployHooks)
 
@@ -196,7 +203,7 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
         return
     if decision.pull:
         rep.actions.append(f"pull {e.pull_reference}" + (f" --platform {platform}" if platform else ""))
-        engine.pull(e.pull_reference, platform=platform, auth=app.auth, timeout=options.pull_timeout)
+        _pull(engine, e.pull_reference, platform, app.auth, options, rep)
     pulled = engine.image(e.pull_reference)
     checks = check_image(e, pulled, store)
     rep.config_digest = pulled.id if pulled else None
@@ -219,6 +226,28 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
     result, why = verdict(checks)
     rep.result = Result.VERIFIED if result is Result.VERIFIED else Result.FAILED
     rep.reason = detail if result is Result.VERIFIED else f"{result}: {why}"
+    if rep.result is Result.VERIFIED and options.keep_images and final.current is not None:
+        keep = {final.current.image_id, final.current.labels.get(LABEL["previous_config"], "")}
+        removed, refused = prune_app(engine, e.repository, keep, options.keep_images)
+        if removed or refused:
+            rep.actions.append(f"pruned {len(removed)} older image(s) of {e.repository}"
+                               + (f"; {len(refused)} still in use" if refused else ""))
+
+
+def _pull(engine: Engine, ref: str, platform, auth, options: "DeployOptions", rep: DeviceReport) -> None:
+    """Pull with retries for what a retry can fix (:attr:`EngineError.transient`: a TLS
+    handshake timeout, a reset connection, a registry's 5xx or 429), with exponential
+    backoff, within ``options.pull_timeout``; a permanent refusal fails at once."""
+    deadline = time.monotonic() + options.pull_timeout
+    for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, EngineError) and e.transient),
+            stop=tenacity.stop_after_attempt(options.pull_attempts) | tenacity.stop_after_delay(options.pull_timeout),
+            wait=tenacity.wait_exponential(multiplier=2, min=2, max=30), reraise=True):
+        with attempt:
+            n = attempt.retry_state.attempt_number
+            if n > 1:
+                rep.actions.append(f"pull attempt {n} after: {attempt.retry_state.outcome.exception()}")
+            engine.pull(ref, platform=platform, auth=auth, timeout=max(30.0, deadline - time.monotonic()))
 
 
 def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep: DeviceReport, link: "DeviceLink",

@@ -22,9 +22,11 @@ from fleet.engine.state import (
     EngineInfo,
     EngineVersion,
     ImageState,
+    ImageSummary,
     parse_container,
     parse_df,
     parse_image,
+    parse_image_list,
     parse_info,
     parse_version,
 )
@@ -219,6 +221,11 @@ class CliEngine:
                                           stdin=auth.docker_config_json(), timeout=timeout)
         if status != 0:
             raise EngineError(self.device, shown, status, err or out)
+
+    def images(self) -> list[ImageSummary]:
+        """Every image the engine holds (:func:`fleet.engine.state.parse_image_list`)."""
+        _, out, _ = self.run(["image", "ls", "--no-trunc", "--digests", "--format", "{{json .}}"])
+        return parse_image_list(out)
 
     def remove_image(self, ref: str) -> bool:
         """``docker image rm REF``; False when the engine refused (in use, absent)."""

@@ -38,6 +38,8 @@ __all__ = [
     "parse_image",
     "parse_container",
     "parse_df",
+    "ImageSummary",
+    "parse_image_list",
     "CONTAINERD_SNAPSHOTTER",
 ]
 
@@ -45,9 +47,26 @@ __all__ = [
 CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 
 
+# What engines print when the failure is the network's or the registry's passing state,
+# not the request's: worth another try (moby distribution errors, Go net/http messages).
+_TRANSIENT = re.compile(
+    r"TLS handshake timeout|connection reset by peer|i/o timeout|unexpected EOF|connection refused"
+    r"|Client\.Timeout exceeded|request canceled|no route to host|network is unreachable"
+    r"|50[0234] (?:Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)"
+    r"|429 Too Many Requests|toomanyrequests|received unexpected HTTP status: 5\d\d", re.IGNORECASE)
+# ... and what no retry fixes (checked first: "unauthorized ... connection reset" is still
+# an authentication problem).
+_PERMANENT = re.compile(
+    r"unauthorized|authentication required|denied|manifest unknown|not found|no matching manifest"
+    r"|exec format error|no space left on device|invalid reference format", re.IGNORECASE)
+
+
 class EngineError(FleetError):
     """A docker command on a device failed; ``str()`` names the device, the command and the
-    engine's own message. ``command`` (without secrets), ``exit_status``, ``output``."""
+    engine's own message. ``command`` (without secrets), ``exit_status``, ``output``;
+    ``transient``: the message is one a retry can fix (a TLS handshake timeout, a reset
+    connection, a registry answering 5xx or 429), not a permanent refusal
+    (authentication, no such manifest, no matching platform, disk full)."""
 
     def __init__(self, device: str, command: str, exit_status: int, output: str):
         self.device = device
@@ -56,6 +75,10 @@ class EngineError(FleetError):
         self.output = output.strip()
         detail = _last_lines(self.output, 3) or f"exit status {exit_status}"
         super().__init__(f"{device}: `{command}` failed: {detail}")
+
+    @property
+    def transient(self) -> bool:
+        return not _PERMANENT.search(self.output) and bool(_TRANSIENT.search(self.output))
 
 
 def _last_lines(text: str, n: int) -> str:
@@ -351,3 +374,46 @@ def parse_df(text: str, path: str = "") -> DiskSpace:
             fs, total, used, avail, _, mount = m.groups()
             return DiskSpace(fs, int(total), int(used), int(avail), mount, path)
     raise ValueError(f"df -Pk: no data row in {text.strip()[:200]!r}")
+
+
+# --------------------------------------------------------------------------- image list
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """One image of ``docker image ls``: ``id`` (full, ``sha256:...``), ``created``
+    (``CreatedAt`` text, sortable as the engine prints it: ``2026-12-02 18:31:06 +0000
+    UTC``), ``references`` (``repo:tag`` and ``repo@digest`` names it has)."""
+
+    id: str
+    created: str
+    references: tuple[str, ...]
+
+    def of(self, repository: str) -> bool:
+        """Whether one of its names is in ``repository`` (``registry/path``)."""
+        return any(r.startswith(repository + ":") or r.startswith(repository + "@") for r in self.references)
+
+
+def parse_image_list(text: str) -> list[ImageSummary]:
+    """``docker image ls --no-trunc --digests --format '{{json .}}'`` (one JSON object per
+    line; a row per name) as one :class:`ImageSummary` per image ID, in the engine's order
+    (newest first). Lines that are not JSON objects are skipped."""
+    by_id: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, Mapping) or not row.get("ID"):
+            continue
+        image_id = str(row["ID"])
+        if not image_id.startswith("sha256:") and len(image_id) == 64:
+            image_id = "sha256:" + image_id
+        created, refs = by_id.setdefault(image_id, (str(row.get("CreatedAt") or ""), []))
+        repo = str(row.get("Repository") or "")
+        if repo and repo != "<none>":
+            if row.get("Tag") and row["Tag"] != "<none>":
+                refs.append(f"{repo}:{row['Tag']}")
+            if row.get("Digest") and row["Digest"] != "<none>":
+                refs.append(f"{repo}@{row['Digest']}")
+    return [ImageSummary(i, c, tuple(dict.fromkeys(r))) for i, (c, r) in by_id.items()]
