@@ -45,7 +45,6 @@ from fleet.engine import (
     parse_container,
     parse_image,
     parse_info,
-    parse_version,
 )
 from fleet.engine_transport import (
     DEFAULT_SOCKET,
@@ -58,6 +57,7 @@ from fleet.engine_wire import (
     demux,
     host_config_args,
     negotiate_api_version,
+    parse_api_version,
     parse_pull_progress,
     port_bindings,
     registry_auth,
@@ -204,7 +204,7 @@ class ApiEngine:
         ``client_*`` fields are empty: no CLI is involved."""
         if self._version is None:
             doc = self._json("GET /version", "GET", "/version", versioned=False)
-            self._version = parse_version({"Server": doc})
+            self._version = parse_api_version(doc)
             if self._api_version is None:
                 try:
                     self._api_version = negotiate_api_version(self._version.api_version,

@@ -341,6 +341,7 @@ class _ChannelSocket:
         self.chan, self.counters, self.kind, self.command = chan, counters, kind, command
         self._io_refs = 0
         self._closed = False
+        self._failure: str | None = None
 
     def sendall(self, data) -> None:
         self.chan.sendall(data)
@@ -354,6 +355,8 @@ class _ChannelSocket:
     def recv(self, n: int) -> bytes:
         data = self.chan.recv(n)
         self.counters.add(bytes_received=len(data))
+        if not data and self.kind == "exec":
+            self._capture()
         return data
 
     def recv_into(self, buf, nbytes: int = 0) -> int:
@@ -391,19 +394,28 @@ class _ChannelSocket:
             self._real_close()
 
     def _real_close(self) -> None:
+        if self.kind == "exec" and self.chan.eof_received:
+            self._capture()  # once closed, paramiko drops the exit status if it comes later
         self.chan.close()
 
-    def failure(self) -> str:
-        """For an exec channel that ended: ``"`CMD` exited N: STDERR"``; else ``""``."""
-        if self.kind != "exec" or not (self.chan.eof_received or self.chan.closed):
-            return ""
+    def _capture(self) -> None:
+        if self._failure is not None:
+            return
         self.chan.status_event.wait(2.0)
         err = b""
         while self.chan.recv_stderr_ready() and len(err) < 4096:
             err += self.chan.recv_stderr(4096)
         status = self.chan.exit_status if self.chan.exit_status_ready() else -1
         text = " | ".join(ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip())
-        return f"`{self.command}` exited {status}" + (f": {text[:500]}" if text else "")
+        self._failure = f"`{self.command}` exited {status}" + (f": {text[:500]}" if text else "")
+
+    def failure(self) -> str:
+        """For an exec channel that ended: ``"`CMD` exited N: STDERR"``; else ``""``."""
+        if self.kind != "exec":
+            return ""
+        if self._failure is None and self.chan.eof_received:
+            self._capture()
+        return self._failure or ""
 
 
 # ------------------------------------------------------------------------- connector

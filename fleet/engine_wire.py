@@ -20,10 +20,12 @@ import re
 import struct
 from typing import Any, Mapping, Sequence
 
+from fleet.engine import EngineVersion, parse_version
 from fleet.playbook import ContainerSpec
 
 __all__ = [
     "MIN_API_VERSION",
+    "parse_api_version",
     "negotiate_api_version",
     "registry_auth",
     "scrub",
@@ -59,6 +61,16 @@ def negotiate_api_version(server_api: str, server_min: str = "") -> str:
     if _api_tuple(server_api) < _api_tuple(MIN_API_VERSION):
         raise ValueError(f"Engine API {server_api or '?'} is older than {MIN_API_VERSION} (Docker 20.10)")
     return "%d.%d" % _api_tuple(server_api)
+
+
+def parse_api_version(raw: bytes | str | Mapping[str, Any]) -> EngineVersion:
+    """``GET /version``'s JSON (the ``Server`` half of ``docker version --format '{{json
+    .}}'``: the CLI prints what this endpoint returns) as :class:`EngineVersion`; the
+    ``client_*`` fields stay empty. Raises ValueError when it is not a JSON object."""
+    doc = json.loads(raw) if isinstance(raw, (bytes, bytearray, str)) else raw
+    if not isinstance(doc, Mapping):
+        raise ValueError("GET /version: expected a JSON object")
+    return parse_version({"Server": doc})
 
 
 # --------------------------------------------------------------------------- credentials
@@ -113,13 +125,37 @@ def scrub(text: str, auth: Mapping[str, str] | None) -> str:
 # ------------------------------------------------------------------- container settings
 
 
-_PORT = re.compile(r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?:(?P<host>[0-9]*(?:-[0-9]+)?):)?"
-                   r"(?P<ctr>[0-9]+(?:-[0-9]+)?)(?:/(?P<proto>tcp|udp|sctp))?$")
+_NUM_RANGE = re.compile(r"^[0-9]{1,5}(?:-[0-9]{1,5})?$")
 
 
 def _range(text: str) -> tuple[int, int]:
     a, _, b = text.partition("-")
     return int(a), int(b or a)
+
+
+def _split_port(spec: str) -> tuple[str, str, str, str]:
+    """``[IP:][HOST:]CONTAINER[/PROTO]`` -> (ip, host, container, proto), by the number of
+    ``:``-separated parts as go-connections ``nat.ParsePortSpec`` (an IPv6 address in
+    brackets); ValueError when malformed."""
+    rest, _, proto = spec.partition("/")
+    proto = proto or "tcp"
+    ip = ""
+    if rest.startswith("["):
+        ip, sep, rest = rest[1:].partition("]:")
+        parts = rest.split(":") if sep else []
+        if len(parts) != 2:
+            parts = []
+    else:
+        parts = rest.split(":")
+        if len(parts) == 3:
+            ip = parts.pop(0)
+    if not 1 <= len(parts) <= 2 or proto not in ("tcp", "udp", "sctp"):
+        raise ValueError(f"port {spec!r} is not [IP:][HOST:]CONTAINER[/tcp|udp|sctp]")
+    host, ctr = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+    if not _NUM_RANGE.match(ctr) or (host and not _NUM_RANGE.match(host)) or \
+            (ip and not re.match(r"^[0-9a-fA-F:.]+$", ip)):
+        raise ValueError(f"port {spec!r} is not [IP:][HOST:]CONTAINER[/tcp|udp|sctp]")
+    return ip, host, ctr, proto
 
 
 def port_bindings(ports: Sequence[str]) -> tuple[list[tuple[int, str]], dict[str, list[dict[str, str]]]]:
@@ -132,13 +168,8 @@ def port_bindings(ports: Sequence[str]) -> tuple[list[tuple[int, str]], dict[str
     exposed: list[tuple[int, str]] = []
     bindings: dict[str, list[dict[str, str]]] = {}
     for spec in ports:
-        m = _PORT.match(spec)
-        if not m:
-            raise ValueError(f"port {spec!r} is not [IP:][HOST:]CONTAINER[/tcp|udp|sctp]")
-        ip = (m.group("ip") or "").strip("[]")
-        proto = m.group("proto") or "tcp"
-        c0, c1 = _range(m.group("ctr"))
-        host = m.group("host") or ""
+        ip, host, ctr, proto = _split_port(spec)
+        c0, c1 = _range(ctr)
         h0, h1 = _range(host) if host else (0, 0)
         if c1 < c0 or (host and h1 < h0):
             raise ValueError(f"port {spec!r}: a range must not end before it starts")
@@ -210,8 +241,10 @@ def parse_pull_progress(lines: Any, keep: int = PULL_LINES_KEPT) -> tuple[list[s
 
 
 def split_lines(chunks: Any, limit: int = PULL_LINE_MAX):
-    """Split a byte stream into lines, each at most ``limit`` bytes (longer ones dropped)."""
+    """Split a byte stream into lines, each at most ``limit`` bytes: a longer line is
+    dropped whole (what was buffered, and the rest up to its newline)."""
     buf = b""
+    skipping = False
     for chunk in chunks:
         buf += chunk
         while True:
@@ -219,11 +252,12 @@ def split_lines(chunks: Any, limit: int = PULL_LINE_MAX):
             if nl < 0:
                 break
             line, buf = buf[:nl], buf[nl + 1:]
-            if len(line) <= limit:
+            if not skipping and len(line) <= limit:
                 yield line
+            skipping = False
         if len(buf) > limit:
-            buf = b""  # an over-long line: drop it, resync at the next newline
-    if buf.strip() and len(buf) <= limit:
+            buf, skipping = b"", True
+    if buf.strip() and not skipping:
         yield buf
 
 
