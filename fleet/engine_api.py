@@ -118,7 +118,7 @@ class ApiEngine:
         self.device = device
         self.become = become
         self.timeout = timeout
-        self.counters = counters or (connector.counters if connector else EngineCounters())
+        self.counters = connector.counters if connector else (counters or EngineCounters())
         settings = getattr(session, "settings", None)
         open_timeout = float(getattr(settings, "connect_timeout", 10.0))
         self.connector = connector or EngineConnector(
@@ -171,7 +171,10 @@ class ApiEngine:
             if any(isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in e.args):
                 raise CommandTimeout(self.device, f"engine API call timed out: {what}") from None
             self._connection_failed(what, e)
-        except (requests.exceptions.ChunkedEncodingError, SSHException, EOFError, OSError) as e:
+        except urllib3.exceptions.ReadTimeoutError:  # read from a raw stream (exec)
+            raise CommandTimeout(self.device, f"engine API call timed out: {what}") from None
+        except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError, SSHException, EOFError,
+                OSError) as e:
             self._connection_failed(what, e)
 
     def _connection_failed(self, what: str, e: BaseException) -> None:

@@ -49,7 +49,7 @@ from fleet.log import configure
 from fleet.platform import Platform
 from fleet.playbook import ContainerSpec
 from fleet.registry import RegistryClient
-from fleet.ssh import SSHSettings, Target, connect
+from fleet.ssh import CommandTimeout, SSHSettings, Target, connect
 from tests.busybox_cache import fetch_busybox
 from tests.registry_fixtures import REGISTRY_PASSWORD, REGISTRY_USER
 from tests.sshd import start_sshd
@@ -57,7 +57,7 @@ from tests.sshd import start_sshd
 ENGINE_SOCKET = "/var/run/docker.sock"
 DOCK_USER = "fleettest-dock"
 SUDO_USER = "fleettest-sudo"
-SUDOERS_DROPIN = Path("/etc/sudoers.d/fleettest-dial-stdio")
+SUDOERS_DROPIN = Path(f"/etc/sudoers.d/fleettest-dial-stdio-{uuid.uuid4().hex[:8]}")  # sudo skips names with a dot
 
 pytestmark = pytest.mark.skipif(not Path(ENGINE_SOCKET).is_socket(), reason="no Docker engine on this host")
 
@@ -325,6 +325,8 @@ def test_streamlocal_full_cycle(api_sshd, test_image, container_name, tmp_path):
             code, text = eng.exec(name, ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
             assert code == 3 and sorted(text.split()) == ["err", "out"]
             assert eng.exec(name, ["/no/such/tool"])[0] in (126, 127)
+            with pytest.raises(CommandTimeout):
+                eng.exec(name, ["/bin/sh", "-c", "sleep 30"], timeout=1)
             assert eng.names(name[:-3]) == [name]
             eng.stop(name, 5)
             assert eng.container(name).status == "exited"
@@ -340,10 +342,10 @@ def test_streamlocal_full_cycle(api_sshd, test_image, container_name, tmp_path):
         assert counters["path"] == "streamlocal"
         assert counters["remote_processes"] == 0
         # one kept connection, plus one for each exec (the engine ends the connection
-        # an exec's output stream ran on)
-        assert counters["channels_opened"] == 3
+        # an exec's output stream ran on; a timed-out one is closed by fleet)
+        assert counters["channels_opened"] == 4
         assert counters["api_calls"]["POST /images/create"] == 1
-        assert counters["api_calls"]["POST /exec/{id}/start"] == 2
+        assert counters["api_calls"]["POST /exec/{id}/start"] == 3
         assert counters["api_call_total"] == sum(counters["api_calls"].values()) >= 24
         assert counters["bytes_sent"] > 2000 and counters["bytes_received"] > 10000
     finally:
@@ -558,9 +560,12 @@ class _CountingSession:
         return self._s.run(command, **kw)
 
 
-def _time_ops(eng, name: str, ref: str, n: int) -> float:
-    ops = [lambda: eng.version(), lambda: eng.info(), lambda: eng.image(ref), lambda: eng.container(name),
-           lambda: eng.names("fleet-apitest-"), lambda: eng.logs(name, 5)]
+def _time_ops(eng, name: str, ref: str, n: int, mix: str) -> float:
+    """Wall time of ``n`` sequential operations: ``mix`` "mixed" cycles version, info,
+    image, container, names, logs; "inspect" is ``container(name)`` only."""
+    ops = [lambda: eng.container(name)] if mix == "inspect" else [
+        lambda: eng.version(), lambda: eng.info(), lambda: eng.image(ref), lambda: eng.container(name),
+        lambda: eng.names("fleet-apitest-"), lambda: eng.logs(name, 5)]
     t0 = time.perf_counter()
     for i in range(n):
         ops[i % len(ops)]()
@@ -578,22 +583,23 @@ def plain_sshds(tmp_path_factory, engine_users):
 
 
 def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
-    """N=20 sequential engine operations (version, info, image, container, names, logs,
-    cycled) through the docker CLI (fleet.engine.Engine) and through the API, on one SSH
-    session each; and the probe both ways. Times are printed, not asserted; the number of
-    remote processes is asserted."""
-    n, ref = 20, test_image["ref"]
+    """N=20 sequential engine operations through the docker CLI (fleet.engine.Engine) and
+    through the API (streamlocal; dial-stdio), one SSH session each; and the probe both
+    ways. Times are printed, not asserted; the number of remote processes is asserted."""
+    n, ref, name = 20, test_image["ref"], container_name
     rows = []
     sl, nosl = plain_sshds
     with session(sl, DOCK_USER) as s:
         with ApiEngine(s, "dev") as eng:
             pulled(eng, test_image)
-            eng.create_container(container_name, ref, ContainerSpec(name=container_name), {})
-        counting = _CountingSession(s)
-        rows.append(("docker CLI", _time_ops(Engine(counting, "dev"), container_name, ref, n), counting.runs, None))
-        with ApiEngine(s, "dev") as eng:
-            rows.append(("API streamlocal", _time_ops(eng, container_name, ref, n), eng.counters.remote_processes,
-                         eng.counters.to_dict()))
+            eng.create_container(name, ref, ContainerSpec(name=name), {})
+        for mix in ("mixed", "inspect"):
+            counting = _CountingSession(s)
+            rows.append((f"docker CLI, {mix}", _time_ops(Engine(counting, "dev"), name, ref, n, mix), counting.runs,
+                         None))
+            with ApiEngine(s, "dev") as eng:
+                rows.append((f"API streamlocal, {mix}", _time_ops(eng, name, ref, n, mix),
+                             eng.counters.remote_processes, eng.counters.to_dict()))
         probes = {"probe, CLI": [], "probe, API": []}
         for _ in range(5):
             t0 = time.perf_counter()
@@ -604,17 +610,21 @@ def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
             probes["probe, API"].append(time.perf_counter() - t0)
             assert p.engine_via == "api"
             p.engine.close()
-    with session(nosl, DOCK_USER) as s, ApiEngine(s, "dev") as eng:
-        rows.append(("API dial-stdio", _time_ops(eng, container_name, ref, n), eng.counters.remote_processes,
-                     eng.counters.to_dict()))
+    with session(nosl, DOCK_USER) as s:
+        for mix in ("mixed", "inspect"):
+            with ApiEngine(s, "dev") as eng:
+                rows.append((f"API dial-stdio, {mix}", _time_ops(eng, name, ref, n, mix),
+                             eng.counters.remote_processes, eng.counters.to_dict()))
     with capsys.disabled():
         print(f"\nN={n} sequential engine operations, one SSH session each (loopback sshd, host engine)")
         for label, wall, procs, counters in rows:
             extra = "" if counters is None else (f"; {counters['channels_opened']} channel(s), "
                                                  f"{counters['bytes_sent']} B sent, "
                                                  f"{counters['bytes_received']} B received")
-            print(f"  {label:16s} {wall * 1000:8.1f} ms total {wall * 1000 / n:7.2f} ms/op; "
+            print(f"  {label:24s} {wall * 1000:8.1f} ms total {wall * 1000 / n:7.2f} ms/op; "
                   f"remote processes {procs}{extra}")
         for label, times in probes.items():
-            print(f"  {label:16s} median {sorted(times)[len(times) // 2] * 1000:7.1f} ms of {len(times)}")
-    assert [r[2] for r in rows] == [n, 0, 1]
+            print(f"  {label:24s} median {sorted(times)[len(times) // 2] * 1000:7.1f} ms of {len(times)}")
+    assert {label: procs for label, _, procs, _ in rows} == {
+        "docker CLI, mixed": n, "API streamlocal, mixed": 0, "docker CLI, inspect": n,
+        "API streamlocal, inspect": 0, "API dial-stdio, mixed": 1, "API dial-stdio, inspect": 1}
