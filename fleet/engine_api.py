@@ -24,14 +24,20 @@ Differences a caller may notice:
 from __future__ import annotations
 
 import collections
+import re
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
+import docker
 import docker.auth
 import docker.errors
 import docker.utils
 import requests
 import urllib3.exceptions
+from docker.auth import AuthConfig
+from docker.utils.proxy import ProxyConfig
 from paramiko.ssh_exception import SSHException
 
 from fleet.engine import (
@@ -48,7 +54,7 @@ from fleet.engine import (
 )
 from fleet.engine_transport import (
     DEFAULT_SOCKET,
-    DeviceAPIClient,
+    ChannelAdapter,
     EngineConnector,
     EngineCounters,
 )
@@ -64,18 +70,72 @@ from fleet.engine_wire import (
     scrub,
     split_lines,
 )
-from fleet.log import logger
+from fleet.log import TRACE, logger, redact_headers
 from fleet.platform import Platform
 from fleet.playbook import ContainerSpec
 from fleet.registry import Reference
 from fleet.ssh import CommandTimeout, SSHError
 
-__all__ = ["ApiEngine", "EngineCounters", "EXEC_OUTPUT_MAX"]
+__all__ = ["ApiEngine", "DeviceAPIClient", "EngineCounters", "EXEC_OUTPUT_MAX"]
 
 log = logger("engine")
 
 #: Output of one ``exec`` kept (the tail), bytes.
 EXEC_OUTPUT_MAX = 1024 * 1024
+
+# ------------------------------------------------------------------- docker-py client
+
+
+_ID_TEMPLATE = re.compile(r"\{0\}")
+
+
+def _template(pathfmt: str) -> str:
+    """docker-py's path format (``/containers/{0}/json``) as a readable key
+    (``/containers/{id}/json``; images are addressed by ``{name}``)."""
+    return _ID_TEMPLATE.sub("{name}" if pathfmt.startswith(("/images/", "/distribution/")) else "{id}", pathfmt)
+
+
+class DeviceAPIClient(docker.APIClient):
+    """docker-py's :class:`docker.APIClient` whose every request goes to ``connector``.
+
+    ``version``: the API version to speak (e.g. ``"1.41"``); every request counts in
+    ``counters.api_calls`` and is logged at DEBUG (``-vv``), headers at TRACE with
+    credentials redacted. Nothing of the controller's own Docker configuration is used:
+    docker-py's constructor reads ``~/.docker/config.json`` (proxies it would inject into
+    containers' environment, credentials it would send to the device's engine), so those
+    are emptied, and requests' ``trust_env`` (proxy variables, ``~/.netrc``) is off.
+    """
+
+    def __init__(self, connector: EngineConnector, *, version: str, timeout: float):
+        super().__init__(base_url="http+unix://" + DEFAULT_SOCKET, version=version, timeout=timeout,
+                         max_pool_size=1, user_agent=f"fleet docker-sdk-python/{docker.__version__}")
+        self._custom_adapter = ChannelAdapter(connector, timeout)
+        self.mount("http+docker://", self._custom_adapter)
+        self.base_url = "http+docker://localhost"
+        self.trust_env = False
+        self._general_configs = {}
+        self._proxy_configs = ProxyConfig()
+        self._auth_configs = AuthConfig({})
+        self._connector = connector
+        self._local = threading.local()
+
+    def _url(self, pathfmt: str, *args: Any, **kwargs: Any) -> str:
+        self._local.template = pathfmt
+        return super()._url(pathfmt, *args, **kwargs)
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any):  # type: ignore[override]
+        pathfmt = getattr(self._local, "template", None)
+        self._local.template = None
+        path = urlsplit(url).path
+        key = _template(re.sub(r"^/v[0-9.]+", "", pathfmt or path))
+        self._connector.counters.call(f"{method} {key}")
+        log.debug("%s: engine API %s %s%s", self._connector.device, method, path,
+                  f" {kwargs['params']}" if kwargs.get("params") else "")
+        if log.isEnabledFor(TRACE):
+            log.log(TRACE, "%s: engine API headers %s", self._connector.device,
+                    redact_headers({**self.headers, **(kwargs.get("headers") or {})}))
+        return super().request(method, url, *args, **kwargs)
+
 
 # --------------------------------------------------------------------------- engine
 

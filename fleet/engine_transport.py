@@ -18,9 +18,10 @@ device: every HTTP connection to the engine is one SSH channel on the session's
   ``cli/connhelper``). One remote process per HTTP connection, so the pool keeps ONE
   keep-alive connection per device.
 
-:class:`DeviceAPIClient` is docker-py's low-level :class:`docker.APIClient` mounted on an
-adapter whose connections are such channels (the pattern of docker-py's
-``docker/transport/sshconn.py``), and :class:`EngineCounters` counts what it costs.
+:class:`DeviceAPIClient` is and :class:`ChannelAdapter`, a requests adapter whose connections are such channels (the
+pattern of docker-py's ``docker/transport/sshconn.py``), which
+:class:`fleet.engine_api.DeviceAPIClient` mounts; :class:`EngineCounters` counts what it
+costs.
 """
 
 from __future__ import annotations
@@ -33,22 +34,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-import docker
 import paramiko
 import urllib3
 import urllib3.connection
 import urllib3.connectionpool
-from docker.auth import AuthConfig
 from docker.transport.basehttpadapter import BaseHTTPAdapter
-from docker.utils.proxy import ProxyConfig
 from paramiko.channel import Channel
 from paramiko.common import cMSG_CHANNEL_OPEN
 from paramiko.message import Message
 from paramiko.ssh_exception import ChannelException, SSHException
 
-from fleet.log import TRACE, logger, redact_headers
+from fleet.log import logger
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -60,7 +57,7 @@ __all__ = [
     "socket_path_from_docker_host",
     "dial_stdio_command",
     "EngineConnector",
-    "DeviceAPIClient",
+    "ChannelAdapter",
 ]
 
 log = logger("engine")
@@ -524,7 +521,9 @@ class _ChannelPool(urllib3.connectionpool.HTTPConnectionPool):
         return _ChannelConnection(self._connector, self._conn_timeout)
 
 
-class _ChannelAdapter(BaseHTTPAdapter):
+class ChannelAdapter(BaseHTTPAdapter):
+    """A requests adapter whose every connection is ``connector.open()`` (one kept)."""
+
     def __init__(self, connector: EngineConnector, timeout: float):
         self._pool = _ChannelPool(connector, timeout)
         super().__init__(pool_connections=1, pool_maxsize=1, max_retries=0)
@@ -538,54 +537,3 @@ class _ChannelAdapter(BaseHTTPAdapter):
     def close(self) -> None:
         super().close()
         self._pool.close()
-
-
-_ID_TEMPLATE = re.compile(r"\{0\}")
-
-
-def _template(pathfmt: str) -> str:
-    """docker-py's path format (``/containers/{0}/json``) as a readable key
-    (``/containers/{id}/json``; images are addressed by ``{name}``)."""
-    return _ID_TEMPLATE.sub("{name}" if pathfmt.startswith(("/images/", "/distribution/")) else "{id}", pathfmt)
-
-
-class DeviceAPIClient(docker.APIClient):
-    """docker-py's :class:`docker.APIClient` whose every request goes to ``connector``.
-
-    ``version``: the API version to speak (e.g. ``"1.41"``); every request counts in
-    ``counters.api_calls`` and is logged at DEBUG (``-vv``), headers at TRACE with
-    credentials redacted. Nothing of the controller's own Docker configuration is used:
-    docker-py's constructor reads ``~/.docker/config.json`` (proxies it would inject into
-    containers' environment, credentials it would send to the device's engine), so those
-    are emptied, and requests' ``trust_env`` (proxy variables, ``~/.netrc``) is off.
-    """
-
-    def __init__(self, connector: EngineConnector, *, version: str, timeout: float):
-        super().__init__(base_url="http+unix://" + DEFAULT_SOCKET, version=version, timeout=timeout,
-                         max_pool_size=1, user_agent=f"fleet docker-sdk-python/{docker.__version__}")
-        self._custom_adapter = _ChannelAdapter(connector, timeout)
-        self.mount("http+docker://", self._custom_adapter)
-        self.base_url = "http+docker://localhost"
-        self.trust_env = False
-        self._general_configs = {}
-        self._proxy_configs = ProxyConfig()
-        self._auth_configs = AuthConfig({})
-        self._connector = connector
-        self._local = threading.local()
-
-    def _url(self, pathfmt: str, *args: Any, **kwargs: Any) -> str:
-        self._local.template = pathfmt
-        return super()._url(pathfmt, *args, **kwargs)
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any):  # type: ignore[override]
-        pathfmt = getattr(self._local, "template", None)
-        self._local.template = None
-        path = urlsplit(url).path
-        key = _template(re.sub(r"^/v[0-9.]+", "", pathfmt or path))
-        self._connector.counters.call(f"{method} {key}")
-        log.debug("%s: engine API %s %s%s", self._connector.device, method, path,
-                  f" {kwargs['params']}" if kwargs.get("params") else "")
-        if log.isEnabledFor(TRACE):
-            log.log(TRACE, "%s: engine API headers %s", self._connector.device,
-                    redact_headers({**self.headers, **(kwargs.get("headers") or {})}))
-        return super().request(method, url, *args, **kwargs)

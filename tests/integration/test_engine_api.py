@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -36,6 +37,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -582,49 +584,88 @@ def plain_sshds(tmp_path_factory, engine_users):
         server.stop()
 
 
+def _children_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid``'s waited-for descendants: for an sshd
+    listener, everything its connections ran on the device once they have ended."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def _has_children(pid: int) -> bool:
+    return any(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+
+
+def _measured(server, user: str, work) -> tuple[float, float, Any]:
+    """Run ``work(session)`` on a fresh session; returns (wall seconds of work, device CPU
+    seconds of the whole connection, work's result)."""
+    pid = server.proc.pid
+    cpu0 = _children_cpu(pid)
+    with session(server, user) as s:
+        t0 = time.perf_counter()
+        result = work(s)
+        wall = time.perf_counter() - t0
+    wait_for(lambda: not _has_children(pid), 10, "the connection's sshd to exit")
+    return wall, _children_cpu(pid) - cpu0, result
+
+
 def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
     """N=20 sequential engine operations through the docker CLI (fleet.engine.Engine) and
-    through the API (streamlocal; dial-stdio), one SSH session each; and the probe both
-    ways. Times are printed, not asserted; the number of remote processes is asserted."""
+    through the API (streamlocal; dial-stdio), one SSH connection each, and the probe both
+    ways: wall time on the controller and CPU time on the device (the test sshd's
+    descendants, SSH crypto included). Times are printed, not asserted; the number of
+    remote processes is asserted."""
     n, ref, name = 20, test_image["ref"], container_name
-    rows = []
     sl, nosl = plain_sshds
-    with session(sl, DOCK_USER) as s:
-        with ApiEngine(s, "dev") as eng:
-            pulled(eng, test_image)
-            eng.create_container(name, ref, ContainerSpec(name=name), {})
-        for mix in ("mixed", "inspect"):
+    with session(sl, DOCK_USER) as s, ApiEngine(s, "dev") as eng:
+        pulled(eng, test_image)
+        eng.create_container(name, ref, ContainerSpec(name=name), {})
+
+    def cli(mix):
+        def work(s):
             counting = _CountingSession(s)
-            rows.append((f"docker CLI, {mix}", _time_ops(Engine(counting, "dev"), name, ref, n, mix), counting.runs,
-                         None))
-            with ApiEngine(s, "dev") as eng:
-                rows.append((f"API streamlocal, {mix}", _time_ops(eng, name, ref, n, mix),
-                             eng.counters.remote_processes, eng.counters.to_dict()))
-        probes = {"probe, CLI": [], "probe, API": []}
-        for _ in range(5):
-            t0 = time.perf_counter()
-            gather(s, False)
-            probes["probe, CLI"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            p = gather_with_api(s, False)
-            probes["probe, API"].append(time.perf_counter() - t0)
-            assert p.engine_via == "api"
-            p.engine.close()
-    with session(nosl, DOCK_USER) as s:
-        for mix in ("mixed", "inspect"):
-            with ApiEngine(s, "dev") as eng:
-                rows.append((f"API dial-stdio, {mix}", _time_ops(eng, name, ref, n, mix),
-                             eng.counters.remote_processes, eng.counters.to_dict()))
+            _time_ops(Engine(counting, "dev"), name, ref, n, mix)
+            return counting.runs, None
+        return work
+
+    def api(mix):
+        def work(s):
+            with ApiEngine(s, "dev", api_version="1.41") as eng:
+                _time_ops(eng, name, ref, n, mix)
+                return eng.counters.remote_processes, eng.counters.to_dict()
+        return work
+
+    rows = []
+    for mix in ("mixed", "inspect"):
+        for label, server, work in ((f"docker CLI, {mix}", sl, cli(mix)), (f"API streamlocal, {mix}", sl, api(mix)),
+                                    (f"API dial-stdio, {mix}", nosl, api(mix))):
+            wall, cpu, (procs, counters) = _measured(server, DOCK_USER, work)
+            rows.append((label, wall, cpu, procs, counters))
+
+    def probe_cli(s):
+        gather(s, False)
+
+    def probe_api(s):
+        p = gather_with_api(s, False)
+        assert p.engine_via == "api"
+        p.engine.close()
+
+    probes = {"probe, CLI": [], "probe, API": []}
+    for _ in range(5):
+        for label, work in (("probe, CLI", probe_cli), ("probe, API", probe_api)):
+            probes[label].append(_measured(sl, DOCK_USER, work)[:2])
     with capsys.disabled():
-        print(f"\nN={n} sequential engine operations, one SSH session each (loopback sshd, host engine)")
-        for label, wall, procs, counters in rows:
+        print(f"\nN={n} sequential engine operations on one SSH connection (loopback sshd, host engine 20.10);"
+              f" device CPU = the connection's sshd and everything it ran")
+        for label, wall, cpu, procs, counters in rows:
             extra = "" if counters is None else (f"; {counters['channels_opened']} channel(s), "
                                                  f"{counters['bytes_sent']} B sent, "
                                                  f"{counters['bytes_received']} B received")
-            print(f"  {label:24s} {wall * 1000:8.1f} ms total {wall * 1000 / n:7.2f} ms/op; "
-                  f"remote processes {procs}{extra}")
-        for label, times in probes.items():
-            print(f"  {label:24s} median {sorted(times)[len(times) // 2] * 1000:7.1f} ms of {len(times)}")
-    assert {label: procs for label, _, procs, _ in rows} == {
-        "docker CLI, mixed": n, "API streamlocal, mixed": 0, "docker CLI, inspect": n,
-        "API streamlocal, inspect": 0, "API dial-stdio, mixed": 1, "API dial-stdio, inspect": 1}
+            print(f"  {label:24s} wall {wall * 1000:7.1f} ms ({wall * 1000 / n:6.2f} ms/op), device CPU "
+                  f"{cpu * 1000:6.0f} ms; remote processes {procs}{extra}")
+        for label, runs in probes.items():
+            wall = sorted(r[0] for r in runs)[len(runs) // 2]
+            cpu = sorted(r[1] for r in runs)[len(runs) // 2]
+            print(f"  {label:24s} median of {len(runs)}: wall {wall * 1000:6.1f} ms, device CPU {cpu * 1000:4.0f} ms")
+    assert {r[0]: r[3] for r in rows} == {
+        "docker CLI, mixed": n, "API streamlocal, mixed": 0, "API dial-stdio, mixed": 1,
+        "docker CLI, inspect": n, "API streamlocal, inspect": 0, "API dial-stdio, inspect": 1}

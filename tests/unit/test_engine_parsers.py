@@ -17,12 +17,8 @@ import pytest
 
 from fleet.deploy import create_args
 from fleet.engine import docker_auth_config, parse_container, parse_image, parse_info, parse_version
-from fleet.engine_transport import (
-    EngineCounters,
-    _template,
-    dial_stdio_command,
-    socket_path_from_docker_host,
-)
+from fleet.engine_api import _template
+from fleet.engine_transport import EngineCounters, dial_stdio_command, socket_path_from_docker_host
 from fleet.engine_wire import (
     demux,
     host_config_args,
