@@ -298,6 +298,7 @@ def test_streamlocal_full_cycle(api_sshd, test_image, container_name, tmp_path):
             img = eng.image(test_image["ref"])
             assert f"{test_image['repo']}@{test_image['digest']}" in img.repo_digests
             assert img.platform_text == f"linux/{test_image['arch']}"
+            assert eng.image(f"{test_image['repo']}@{test_image['digest']}").id == img.id  # by digest too
 
             spec = ContainerSpec(name=name, env={"GREETING": "hi there", "EMPTY": ""},
                                  ports=("127.0.0.1::8080", "18080-18081:8080-8081/udp"),
@@ -546,6 +547,46 @@ def test_probe_falls_back_to_the_cli_when_the_socket_is_refused(api_sshd, nosl_s
             assert probe.facts == gather(s, False)
             if user == SUDO_USER:
                 assert "permission denied" in probe.facts["engine_error"]
+
+
+def test_probe_reports_an_engine_that_accepts_but_does_not_answer(api_sshd):
+    """A socket that accepts and answers garbage (a wedged or foreign daemon): the facts say
+    so in ``engine_error``, as the CLI path does for an engine it cannot reach."""
+    d = Path(tempfile.mkdtemp(prefix="fleet-badsock-", dir="/tmp"))
+    d.chmod(0o755)
+    path = str(d / "not-an-engine.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o777)
+    srv.listen(4)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"SSH-2.0-not-docker\r\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with session(api_sshd, DOCK_USER) as s:
+            probe = gather_with_api(s, False, socket_path=path)
+        assert probe.engine_via == "api" and probe.engine is None
+        assert "did not answer" in probe.reason
+        assert probe.facts["engine_error"].startswith("engine API call GET /version failed")
+        assert not {"engine_arch", "engine_os", "engine_version", "engine_info_arch"} & probe.facts.keys()
+        assert probe.facts["uname_s"] == "Linux"
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------- measurement
