@@ -96,8 +96,12 @@ def gather_with_api(session: Any, become: bool, *, device: str | None = None, so
     t = session.transport
     try:
         pending = begin_streamlocal(t, socket_path)
+    except (SSHException, EOFError, OSError) as e:
+        raise SSHError(name, f"cannot open the probe's channels: {e}") from None
+    try:
         chan = t.open_session(timeout=open_timeout)
     except (SSHException, EOFError, OSError) as e:
+        pending.discard()
         raise SSHError(name, f"cannot open the probe's channels: {e}") from None
     counters.add(channels_opened=1, remote_processes=1)
     try:

@@ -175,6 +175,13 @@ class _PendingOpen:
         self.transport, self.chan, self.chanid, self.event, self.path = transport, chan, chan.chanid, event, path
         self._key = (id(transport), self.chanid)
 
+    def discard(self) -> None:
+        """Give up on the answer: close the channel should it open (bounded wait)."""
+        try:
+            self.wait(1.0).close()
+        except Exception:  # refused, timed out or the connection is gone: nothing to close
+            pass
+
     def wait(self, timeout: float) -> Channel:
         """The open channel; raises :class:`StreamLocalRefused` when sshd refused it,
         :class:`paramiko.SSHException` when the connection died or ``timeout`` passed."""
@@ -258,7 +265,12 @@ def begin_streamlocal(transport: paramiko.Transport, path: str, *, window_size: 
     pending = _PendingOpen(transport, chan, event, path)
     with _pending_lock:
         _pending[pending._key] = []
-    transport._send_user_message(m)
+    try:
+        transport._send_user_message(m)
+    except BaseException:
+        with _pending_lock:
+            _pending.pop(pending._key, None)
+        raise
     return pending
 
 

@@ -258,8 +258,9 @@ def container_name():
         host_api(f"/v1.41/containers/{n}", "DELETE", params={"force": 1})
 
 
-def pulled(eng: ApiEngine, img: dict) -> None:
-    eng.pull(img["ref"], auth_config=docker_auth_config(img["ref"].split("/")[0], REGISTRY_USER, REGISTRY_PASSWORD))
+def pulled(eng: ApiEngine, img: dict, ref: str | None = None) -> str:
+    return eng.pull(ref or img["ref"],
+                    auth_config=docker_auth_config(img["ref"].split("/")[0], REGISTRY_USER, REGISTRY_PASSWORD))
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
@@ -395,11 +396,13 @@ def test_dial_stdio_fallback_one_process_for_many_calls(nosl_sshd, test_image, c
         before = starts.read_text().count("system dial-stdio")
         assert eng.version().arch
         assert eng.info().architecture
-        pulled(eng, test_image)
+        # deploy pulls by REPO:TAG@DIGEST (the digest decides; as with the CLI, no tag is made)
+        ref = f"{test_image['ref']}@{test_image['digest']}"
+        assert test_image["digest"] in pulled(eng, test_image, ref)
         for _ in range(10):
-            assert eng.image(test_image["ref"]) is not None
+            assert eng.image(ref) is not None
             assert eng.container(name) is None
-        eng.create_container(name, test_image["ref"], ContainerSpec(name=name), {"io.fleet.test": "1"})
+        eng.create_container(name, ref, ContainerSpec(name=name), {"io.fleet.test": "1"})
         eng.start(name)
         wait_for(lambda: "started" in eng.logs(name), what="the container's output")
         assert name in eng.names("fleet-apitest-")
