@@ -667,22 +667,22 @@ def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
     def cli(mix):
         def work(s):
             counting = _CountingSession(s)
-            _time_ops(Engine(counting, "dev"), name, ref, n, mix)
-            return counting.runs, None
+            wall = _time_ops(Engine(counting, "dev"), name, ref, n, mix)
+            return wall, counting.runs, None
         return work
 
     def api(mix):
         def work(s):
             with ApiEngine(s, "dev", api_version="1.41") as eng:
-                _time_ops(eng, name, ref, n, mix)
-                return eng.counters.remote_processes, eng.counters.to_dict()
+                wall = _time_ops(eng, name, ref, n, mix)
+                return wall, eng.counters.remote_processes, eng.counters.to_dict()
         return work
 
     rows = []
     for mix in ("mixed", "inspect"):
         for label, server, work in ((f"docker CLI, {mix}", sl, cli(mix)), (f"API streamlocal, {mix}", sl, api(mix)),
                                     (f"API dial-stdio, {mix}", nosl, api(mix))):
-            wall, cpu, (procs, counters) = _measured(server, DOCK_USER, work)
+            _, cpu, (wall, procs, counters) = _measured(server, DOCK_USER, work)
             rows.append((label, wall, cpu, procs, counters))
 
     def probe_cli(s):
