@@ -128,7 +128,7 @@ HEADER = "FLEET-PROBE/1"
 
 # The script. Arguments: $1 boundary token, $2 become ("1": docker through `sudo -n`),
 # optional $3 "0": skip the engine section (the caller reads the engine through its API on
-# the same SSH connection, fleet.engine_probe, so no docker CLI starts on the device).
+# the same SSH connection, fleet.engine.probe, so no docker CLI starts on the device).
 # Conventions: f KEY CMD... prints one framed fact with CMD's exit status (the parser drops
 # facts whose status is not 0 or whose text is empty); `command -v` (a builtin) skips
 # missing tools without a fork. Files are copied with `cat` (measured: cheaper in CPU than
@@ -232,7 +232,7 @@ def probe_command(become: bool, boundary: str | None = None, *, engine_cli: bool
     when the login user cannot reach the engine. ``boundary`` is the framing token (32 hex
     digits; a fresh random one when None); pass the same one to
     :func:`parse_probe_output`. ``engine_cli=False`` leaves out the engine section (no
-    ``docker`` CLI start; :func:`fleet.engine_probe.gather_with_api` asks the engine's API
+    ``docker`` CLI start; :func:`fleet.engine.probe.gather_with_api` asks the engine's API
     instead). Every value is quoted with :func:`shlex.quote`, so the command is safe for
     any POSIX login shell. Raises ValueError on a malformed boundary.
     """

@@ -15,11 +15,11 @@ from pathlib import Path
 import docker.auth
 import pytest
 
-from fleet.deploy import create_args
-from fleet.engine import docker_auth_config, parse_container, parse_image, parse_info, parse_version
-from fleet.engine_api import _template
-from fleet.engine_transport import EngineCounters, dial_stdio_command, socket_path_from_docker_host
-from fleet.engine_wire import (
+from fleet.engine import PullAuth, parse_container, parse_image, parse_info, parse_version
+from fleet.engine.cli import create_args
+from fleet.engine.api import _template
+from fleet.engine.transport import EngineCounters, dial_stdio_command, socket_path_from_docker_host
+from fleet.engine.wire import (
     demux,
     host_config_args,
     negotiate_api_version,
@@ -37,7 +37,7 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "engine"
 
 # The container both twins were created from (README: api-20.10-container-inspect.json is
 # fleet's API mapping of it, cli-20.10-container-inspect-twin.json is `docker create` with
-# fleet.deploy.create_args of it).
+# fleet.engine.cli.create_args of it).
 TWIN_SPEC = ContainerSpec(
     name="fleet-capture",
     command=("/bin/sh", "-c", 'echo "started $GREETING"; echo to-stderr >&2; trap "exit 0" TERM; '
@@ -194,31 +194,15 @@ def test_split_lines_is_bounded():
 # --------------------------------------------------------------------------- credentials
 
 
-def test_registry_auth_from_docker_config():
-    cfg = docker_auth_config("reg.example:5000", "ci", "p:ss w0rd")
-    auth = registry_auth(cfg, "reg.example:5000")
-    assert auth == {"serveraddress": "reg.example:5000", "username": "ci", "password": "p:ss w0rd"}
-    header = docker.auth.encode_header(auth)  # what goes into X-Registry-Auth
-    assert json.loads(base64.urlsafe_b64decode(header)) == auth
-    two = json.dumps({"auths": {"other:1": {"auth": base64.b64encode(b"x:y").decode()},
-                                "https://reg.example:5000": {"auth": base64.b64encode(b"u:v").decode()}}})
-    assert registry_auth(two.encode(), "reg.example:5000")["username"] == "u"
-    hub = json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"h:k").decode()},
-                                "a:1": {}}})
-    assert registry_auth(hub, "docker.io")["username"] == "h"
-    tok = json.dumps({"auths": {"r:1": {"identitytoken": "refresh-abc"}}})
-    assert registry_auth(tok, "r:1") == {"serveraddress": "r:1", "identitytoken": "refresh-abc"}
-    assert registry_auth({"username": "a", "password": "b", "other": "x"}, "r") == {"username": "a", "password": "b"}
-
-
-def test_registry_auth_errors_do_not_echo_secrets():
-    secret = "Zm9vOmJhcg-not-base64!!"
-    with pytest.raises(ValueError) as e:
-        registry_auth(json.dumps({"auths": {"r:1": {"auth": secret}}}), "r:1")
-    assert secret not in str(e.value)
-    with pytest.raises(ValueError, match="no credentials for r:2"):
-        registry_auth(json.dumps({"auths": {"a:1": {}, "b:1": {}}}), "r:2")
+def test_registry_auth_header():
+    auth = PullAuth("reg.example:5000", "ci", "p:ss w0rd")
+    obj = registry_auth(auth)
+    assert obj == {"serveraddress": "reg.example:5000", "username": "ci", "password": "p:ss w0rd"}
+    header = docker.auth.encode_header(obj)  # what goes into X-Registry-Auth
+    assert json.loads(base64.urlsafe_b64decode(header)) == obj
+    assert "p:ss w0rd" not in repr(auth)
     assert scrub("bad password hunter22 for x", {"password": "hunter22"}) == "bad password <redacted> for x"
+    assert scrub("short pw ab", {"password": "ab"}) == "short pw ab"  # too short to mask safely
 
 
 # --------------------------------------------------------------------------- versions, counters
@@ -275,3 +259,24 @@ def test_probe_script_without_its_engine_section(tmp_path):
         assert ("engine_error" in facts) == runs
     assert probe_command(False, token).endswith(f" {token} 0")  # unchanged without the flag
     assert probe_command(False, token, engine_cli=False).endswith(f" {token} 0 0")
+
+
+# --------------------------------------------------------------------------- interface
+
+
+def test_api_engine_has_the_engine_interface_of_the_cli_engine():
+    """ApiEngine is a drop-in for CliEngine where the stages use fleet.engine.Engine: every
+    member of the protocol, with the same parameters."""
+    import inspect
+
+    from fleet.engine import Engine
+    from fleet.engine.api import ApiEngine
+    from fleet.engine.cli import CliEngine
+
+    members = [n for n in vars(Engine) if not n.startswith("_") and callable(getattr(Engine, n))]
+    assert {"pull", "image", "create_container", "exec", "http_check"} <= set(members)
+    for name in members:
+        api, cli = inspect.signature(getattr(ApiEngine, name)), inspect.signature(getattr(CliEngine, name))
+        assert [(p.name, p.kind, p.default) for p in api.parameters.values()] == \
+            [(p.name, p.kind, p.default) for p in cli.parameters.values()], name
+    assert (ApiEngine.way, CliEngine.way) == ("api", "cli")

@@ -1,8 +1,8 @@
-"""The pure half of the Engine API path (no I/O): what :class:`fleet.engine_api.ApiEngine`
+"""The pure half of the Engine API path (no I/O): what :class:`fleet.engine.api.ApiEngine`
 puts in requests and reads from responses, unit-tested without an engine.
 
 * :func:`negotiate_api_version` - which API version to speak;
-* :func:`registry_auth` - the ``X-Registry-Auth`` object from a Docker ``config.json``;
+* :func:`registry_auth` - the ``X-Registry-Auth`` object of a pull's credentials;
 * :func:`port_bindings`, :func:`host_config_args` - a playbook's ``container:`` settings
   (:class:`fleet.playbook.ContainerSpec`, Docker CLI forms) as the create body's
   ``ExposedPorts``/``HostConfig``;
@@ -12,16 +12,17 @@ puts in requests and reads from responses, unit-tested without an engine.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import json
 import re
 import struct
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from fleet.engine import EngineVersion, parse_version
-from fleet.playbook import ContainerSpec
+from fleet.engine.state import EngineVersion, parse_version
+
+if TYPE_CHECKING:
+    from fleet.engine import PullAuth
+    from fleet.playbook import ContainerSpec
 
 __all__ = [
     "MIN_API_VERSION",
@@ -76,40 +77,11 @@ def parse_api_version(raw: bytes | str | Mapping[str, Any]) -> EngineVersion:
 # --------------------------------------------------------------------------- credentials
 
 
-def registry_auth(auth_config: bytes | Mapping[str, Any], registry: str) -> dict[str, str]:
-    """The ``X-Registry-Auth`` object (``{"username", "password", "serveraddress"}`` or
-    ``{"identitytoken", "serveraddress"}``, Engine API "Authentication") for ``registry``,
-    from a Docker ``config.json`` (:func:`fleet.engine.docker_auth_config`: ``{"auths":
-    {REGISTRY: {"auth": base64("user:password")}}}``) or from such an object itself.
-    The entry for ``registry`` is used (also under ``https://REGISTRY``, and Docker Hub's
-    legacy keys), else the only entry. Raises ValueError without echoing any secret."""
-    doc = json.loads(auth_config) if isinstance(auth_config, (bytes, bytearray, str)) else dict(auth_config)
-    if "auths" not in doc:
-        return {k: str(v) for k, v in doc.items() if k in ("username", "password", "identitytoken",
-                                                             "serveraddress")}
-    auths = doc.get("auths") or {}
-    keys = [registry, f"https://{registry}", f"http://{registry}"]
-    if registry in ("docker.io", "index.docker.io"):
-        keys += ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
-    entry = next((auths[k] for k in keys if k in auths), None)
-    if entry is None and len(auths) == 1:
-        entry = next(iter(auths.values()))
-    if not isinstance(entry, Mapping):
-        raise ValueError(f"the Docker config has no credentials for {registry}")
-    out = {"serveraddress": registry}
-    if entry.get("identitytoken"):
-        out["identitytoken"] = str(entry["identitytoken"])
-    if entry.get("auth"):
-        try:
-            user, sep, password = base64.b64decode(str(entry["auth"])).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            raise ValueError(f"the Docker config's auth entry for {registry} is not base64(user:password)") from None
-        if not sep:
-            raise ValueError(f"the Docker config's auth entry for {registry} is not base64(user:password)")
-        out.update(username=user, password=password)
-    elif entry.get("username"):
-        out.update(username=str(entry["username"]), password=str(entry.get("password") or ""))
-    return out
+def registry_auth(auth: "PullAuth") -> dict[str, str]:
+    """The ``X-Registry-Auth`` object for :class:`fleet.engine.PullAuth` credentials:
+    ``{"username", "password", "serveraddress"}`` (Engine API "Authentication"; docker-py
+    ``auth.encode_header`` makes the header of it: base64url of its JSON)."""
+    return {"username": auth.username, "password": auth.password, "serveraddress": auth.registry}
 
 
 def scrub(text: str, auth: Mapping[str, str] | None) -> str:
@@ -197,7 +169,7 @@ def _restart_policy(restart: str | None) -> dict[str, Any] | None:
     return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
-def host_config_args(spec: ContainerSpec) -> dict[str, Any]:
+def host_config_args(spec: "ContainerSpec") -> dict[str, Any]:
     """Keyword arguments of docker-py's ``create_host_config`` for ``spec``: ``binds``
     (``-v`` strings are the API's ``Binds`` strings), ``devices`` (parsed by docker-py as
     the CLI's ``--device``), ``restart_policy``, ``privileged``, ``network_mode``.

@@ -20,7 +20,7 @@ device: every HTTP connection to the engine is one SSH channel on the session's
 
 :class:`DeviceAPIClient` is and :class:`ChannelAdapter`, a requests adapter whose connections are such channels (the
 pattern of docker-py's ``docker/transport/sshconn.py``), which
-:class:`fleet.engine_api.DeviceAPIClient` mounts; :class:`EngineCounters` counts what it
+:class:`fleet.engine.api.DeviceAPIClient` mounts; :class:`EngineCounters` counts what it
 costs.
 """
 

@@ -6,12 +6,12 @@
 is reachable:
 
 1. it sends the ``direct-streamlocal@openssh.com`` open for the engine's socket
-   (:func:`fleet.engine_transport.begin_streamlocal`) and, without waiting, opens the
+   (:func:`fleet.engine.transport.begin_streamlocal`) and, without waiting, opens the
    session channel for the probe script: both answers come back in the same round trip;
 2. it starts the script - without its engine section (``engine_cli=False``) when the
    socket channel opened, with it (the CLI path, unchanged) when sshd refused it;
 3. while the script runs, ``GET /version`` and ``GET /info`` go over the socket channel
-   (an :class:`fleet.engine_api.ApiEngine` on a second thread);
+   (an :class:`fleet.engine.api.ApiEngine` on a second thread);
 4. the engine's answers fill the keys the CLI section fills (``engine_arch`` = ``/version``
    ``Arch``, ``engine_os`` = ``Os``, ``engine_version`` = ``Version``, ``engine_info_arch``
    = ``/info`` ``Architecture``; the CLI's ``{{.Server.*}}`` templates read those very
@@ -32,8 +32,8 @@ from typing import Any
 from paramiko.ssh_exception import SSHException
 
 from fleet.engine import EngineError, EngineInfo, EngineVersion
-from fleet.engine_api import ApiEngine
-from fleet.engine_transport import (
+from fleet.engine.api import ApiEngine
+from fleet.engine.transport import (
     DEFAULT_SOCKET,
     EngineConnector,
     EngineCounters,

@@ -1,15 +1,16 @@
 """A device's Docker engine driven through its Engine API over the run's SSH connection.
 
-:class:`ApiEngine` has the methods and return types of :class:`fleet.engine.Engine` (the
-``docker`` CLI over SSH), but each step is one HTTP request on a channel of the SSH
-connection the run already holds (:mod:`fleet.engine_transport`): no Go CLI start on the
-device, which on a single-core ARMv6 costs far more than the request itself. The answers
-are the JSON ``docker inspect`` prints (the CLI prints what the API returns), parsed by
-the same ``parse_*`` functions.
+:class:`ApiEngine` implements :class:`fleet.engine.Engine` as
+:class:`fleet.engine.cli.CliEngine` does (the ``docker`` CLI over SSH), but each step is one
+HTTP request on a channel of the SSH connection the run already holds
+(:mod:`fleet.engine.transport`): no Go CLI start on the device, which on a single-core
+ARMv6 costs far more than the request itself. The answers are the JSON ``docker inspect``
+prints (the CLI prints what the API returns), parsed by the same
+:mod:`fleet.engine.state` functions.
 
 Differences a caller may notice:
 
-* ``pull(auth_config=...)`` sends the credentials in the ``X-Registry-Auth`` header of the
+* ``pull(auth=...)`` sends the credentials in the ``X-Registry-Auth`` header of the
   request (Engine API "Authentication"), on the encrypted channel: nothing is written on
   the device and no process sees them. Without ``auth_config`` the pull is anonymous: the
   engine never reads the login's ``~/.docker/config.json`` (the CLI does, and sends it
@@ -17,13 +18,14 @@ Differences a caller may notice:
 * ``exec`` takes the connection it runs on (the engine hijacks it for the output stream,
   moby ``api/server/router/container/exec.go``): on the dial-stdio path that is one more
   ``docker system dial-stdio`` process per exec.
-* :meth:`ApiEngine.free_space` and :meth:`ApiEngine.shell` have no API: they run the same
-  POSIX scripts as :class:`~fleet.engine.Engine`, one exec channel each.
+* :meth:`ApiEngine.free_space` and :meth:`ApiEngine.http_check` have no API: they run the
+  same POSIX scripts as :class:`~fleet.engine.cli.CliEngine`, one exec channel each.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import re
 import threading
 import time
@@ -40,10 +42,11 @@ from docker.auth import AuthConfig
 from docker.utils.proxy import ProxyConfig
 from paramiko.ssh_exception import SSHException
 
-from fleet.engine import (
+from fleet.engine import PullAuth
+from fleet.engine.cli import CliEngine
+from fleet.engine.state import (
     ContainerState,
     DiskSpace,
-    Engine,
     EngineError,
     EngineInfo,
     EngineVersion,
@@ -52,14 +55,15 @@ from fleet.engine import (
     parse_image,
     parse_info,
 )
-from fleet.engine_transport import (
+from fleet.engine.transport import (
     DEFAULT_SOCKET,
     ChannelAdapter,
     EngineConnector,
     EngineCounters,
 )
-from fleet.engine_wire import (
+from fleet.engine.wire import (
     MIN_API_VERSION,
+    _api_tuple,
     demux,
     host_config_args,
     negotiate_api_version,
@@ -153,7 +157,8 @@ class _CountingSession:
 
 class ApiEngine:
     """The Docker engine of one device through its Engine API, over ``session`` (a
-    :class:`fleet.ssh.Session`; its ``transport`` carries the channels).
+    :class:`fleet.ssh.Session`; its ``transport`` carries the channels); implements
+    :class:`fleet.engine.Engine`.
 
     ``device``: inventory name (messages); ``become``: the dial-stdio fallback and the
     ``df`` script run through ``sudo -n`` (``ansible_become``); ``timeout``: seconds per
@@ -161,15 +166,17 @@ class ApiEngine:
     when already known (the probe knows it: no ``/version`` round trip), else negotiated
     on first use (:func:`negotiate_api_version`); ``socket_path``: the engine's socket
     (default ``/var/run/docker.sock``; from a device's ``DOCKER_HOST=unix://...``, see
-    :func:`fleet.engine_transport.socket_path_from_docker_host`); ``counters``: an
+    :func:`fleet.engine.transport.socket_path_from_docker_host`); ``counters``: an
     :class:`EngineCounters` to add to (a fresh one by default; read ``.counters``).
 
     Errors: :class:`EngineError` with the engine's own message (``exit_status`` is the
     HTTP status, -1 when a dial-stdio process ended early: its stderr is the message);
     :class:`fleet.ssh.CommandTimeout` when a request outlives its timeout;
     :class:`fleet.ssh.SSHError` when the SSH connection fails. Lookups return None for
-    "no such image/container", as :class:`fleet.engine.Engine`'s do.
+    "no such image/container", as :class:`fleet.engine.cli.CliEngine`'s do.
     """
+
+    way = "api"
 
     def __init__(self, session: Any, device: str, *, become: bool = False, timeout: float = 120.0,
                  api_version: str | None = None, socket_path: str | None = None,
@@ -188,7 +195,7 @@ class ApiEngine:
         self._client = DeviceAPIClient(self.connector, version=self._api_version or MIN_API_VERSION,
                                        timeout=timeout)
         self._version: EngineVersion | None = None
-        self._cli = Engine(_CountingSession(session, self.counters), device, become=become, timeout=timeout)
+        self._cli = CliEngine(_CountingSession(session, self.counters), device, become=become, timeout=timeout)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -281,47 +288,67 @@ class ApiEngine:
         return parse_info(self._json("GET /info", "GET", "/info"))
 
     def free_space(self, path: str) -> DiskSpace:
-        """As :meth:`fleet.engine.Engine.free_space` (``df -Pk`` on an exec channel)."""
+        """As :meth:`fleet.engine.cli.CliEngine.free_space` (``df -Pk`` on an exec channel)."""
         return self._cli.free_space(path)
 
-    def shell(self, script: str, *args: str, stdin: bytes | None = None,
-              timeout: float | None = None) -> tuple[int, str, str]:
-        """As :meth:`fleet.engine.Engine.shell` (one exec channel)."""
-        return self._cli.shell(script, *args, stdin=stdin, timeout=timeout)
+    def http_check(self, url: str, timeout: float = 30.0) -> tuple[bool, str]:
+        """As :meth:`fleet.engine.cli.CliEngine.http_check` (wget or curl on the device, one
+        exec channel): the URL is fetched from the device's own network view."""
+        return self._cli.http_check(url, timeout)
 
     # -- images ---------------------------------------------------------------------------
 
-    def image(self, ref: str) -> ImageState | None:
-        """``GET /images/{ref}/json``, or None when the engine has no such image."""
+    def image(self, ref: str, platform: Platform | None = None) -> ImageState | None:
+        """``GET /images/{ref}/json``, or None when the engine has no such image.
+        ``platform`` (``?platform=`` a JSON OCI platform, Engine API 1.49, containerd image
+        store) describes that child of a multi-platform image; an older engine refuses it
+        with :class:`EngineError`, as ``docker image inspect --platform`` does."""
+        params = None
+        if platform is not None:
+            self._negotiate()
+            if _api_tuple(self.api_version) < (1, 49):
+                raise EngineError(self.device, f"GET /images/{ref}/json?platform={platform}", 0,
+                                  f"the platform filter needs Engine API 1.49; this engine speaks {self.api_version}")
+            params = {"platform": json.dumps({"os": platform.os, "architecture": platform.architecture,
+                                              **({"variant": platform.variant} if platform.variant else {})})}
         try:
-            return parse_image(self._json(f"GET /images/{ref}/json", "GET", "/images/{0}/json", ref))
+            return parse_image(self._json(f"GET /images/{ref}/json", "GET", "/images/{0}/json", ref, params=params))
         except EngineError as e:
             if e.exit_status == 404:
                 return None
             raise
 
-    def pull(self, ref: str, *, platform: Platform | None = None, auth_config: bytes | Mapping[str, Any] | None = None,
-             timeout: float = 1800.0) -> str:
-        """``POST /images/create?fromImage=REF[&platform=P]``; returns the last progress
-        lines (``Digest: ...``, ``Status: ...``).
+    def remove_image(self, ref: str) -> bool:
+        """``DELETE /images/{ref}``; False when the engine refused (in use, absent)."""
+        try:
+            self._json(f"DELETE /images/{ref}", "DELETE", "/images/{0}", ref)
+        except EngineError:
+            return False
+        return True
 
-        ``auth_config``: a Docker ``config.json`` (:func:`fleet.engine.docker_auth_config`)
-        or an ``X-Registry-Auth`` object; sent in that header only. The progress stream's
-        error object (``errorDetail``, e.g. ``unauthorized``, ``manifest unknown``, ``no
-        matching manifest for linux/arm/v6``) raises :class:`EngineError` naming the
-        registry and user; ``timeout`` bounds the whole pull.
+    def pull(self, ref: str, *, platform: Platform | None = None, auth: PullAuth | None = None,
+             timeout: float = 1800.0) -> None:
+        """``POST /images/create?fromImage=REPO&tag=TAG|DIGEST[&platform=P]``, the progress
+        stream read to its end.
+
+        ``auth``: the registry credentials, sent in the ``X-Registry-Auth`` header only
+        (nothing on the device, no process argument). None pulls anonymously (the engine
+        never reads the login's Docker config). The engine's refusal (HTTP status, e.g.
+        ``unauthorized: authentication required``) or the stream's error object
+        (``errorDetail``: ``unknown blob``, ``no matching manifest for linux/arm/v6``...)
+        raises :class:`EngineError` naming the registry and user; ``timeout`` bounds the
+        whole pull. The last progress lines are logged at DEBUG.
         """
         self._negotiate()
         registry = Reference.parse(ref).registry
-        auth = registry_auth(auth_config, registry) if auth_config is not None else None
-        who = f"registry {registry}" + (f", user {auth['username']!r}" if auth and auth.get("username") else
-                                        ", identity token" if auth else ", anonymous")
+        header = registry_auth(auth) if auth is not None else None
+        who = f"registry {registry}" + (f", user {auth.username!r}" if auth is not None else ", anonymous")
         what = f"pull {ref}"
         repo, tag = docker.utils.parse_repository_tag(ref)
         params = {"fromImage": repo, "tag": tag or "latest"}
         if platform is not None:
             params["platform"] = str(platform)
-        headers = {"X-Registry-Auth": docker.auth.encode_header(auth)} if auth else {}
+        headers = {"X-Registry-Auth": docker.auth.encode_header(header)} if header else {}
         deadline = time.monotonic() + timeout
         c = self._client
 
@@ -336,13 +363,13 @@ class ApiEngine:
                 res.close()
 
         try:
-            kept, error = self._call(f"POST /images/create ({what})", go, auth=auth)
+            kept, error = self._call(f"POST /images/create ({what})", go, auth=header)
         except EngineError as e:
             raise EngineError(self.device, what, e.exit_status, f"{who}: {e.output}") from None
         if error is not None:
             detail = (error.get("errorDetail") or {}).get("message") or error.get("error") or "unknown error"
-            raise EngineError(self.device, what, 1, scrub(f"{who}: {detail}", auth))
-        return "\n".join(kept)
+            raise EngineError(self.device, what, 1, scrub(f"{who}: {detail}", header))
+        log.debug("%s: %s: %s", self.device, what, " | ".join(kept[-3:]))
 
     # -- containers -----------------------------------------------------------------------
 
@@ -355,10 +382,10 @@ class ApiEngine:
                 return None
             raise
 
-    def create_container(self, name: str, image: str, spec: ContainerSpec, labels: Mapping[str, str],
+    def create_container(self, name: str, image: str, spec: ContainerSpec, labels: Mapping[str, str], *,
                          platform: Platform | None = None) -> str:
         """``POST /containers/create?name=NAME[&platform=P]`` from ``spec`` (the settings
-        :func:`fleet.deploy.create_args` gives the CLI: command, entrypoint as a whole
+        :func:`fleet.engine.cli.create_args` gives the CLI: command, entrypoint as a whole
         argv, env, ports, volumes, devices, restart, privileged, network_mode, and
         ``spec.labels`` overlaid with ``labels``); returns the container ID. The
         environment travels in the request body, never in a process's arguments."""
