@@ -347,6 +347,9 @@ def test_streamlocal_full_cycle(api_sshd, test_image, container_name, tmp_path):
             with pytest.raises(EngineError, match="No such container") as err:
                 eng.start(name)
             assert err.value.exit_status == 404
+            assert eng.remove_image(test_image["ref"]) is True
+            assert eng.image(test_image["ref"]) is None
+            assert eng.remove_image(test_image["ref"]) is False  # absent: refused, not raised
 
             counters = eng.counters.to_dict()
         assert counters["path"] == "streamlocal"
@@ -362,12 +365,34 @@ def test_streamlocal_full_cycle(api_sshd, test_image, container_name, tmp_path):
         shutil.rmtree(volume, ignore_errors=True)
 
 
-def test_free_space_is_the_one_remote_process(api_sshd):
-    with session(api_sshd, DOCK_USER) as s, ApiEngine(s, "dev") as eng:
-        root = eng.info().docker_root_dir
-        space = eng.free_space(root)
-        assert space.path == root and space.available_kib > 0
-        assert eng.counters.remote_processes == 1
+def test_steps_without_an_api_take_one_process_each(api_sshd):
+    """free_space (df) and http_check (wget/curl on the device) have no Engine API: one
+    exec channel each, counted."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer((api_sshd.address, 0), Ok)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with session(api_sshd, DOCK_USER) as s, ApiEngine(s, "dev") as eng:
+            root = eng.info().docker_root_dir
+            space = eng.free_space(root)
+            assert space.path == root and space.available_kib > 0
+            ok, detail = eng.http_check(f"http://{api_sshd.address}:{httpd.server_address[1]}/health")
+            assert ok, detail
+            assert eng.counters.remote_processes == 2 and eng.counters.channels_opened == 3
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_socket_path_of_a_declared_docker_host(api_sshd, nosl_sshd):
