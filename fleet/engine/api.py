@@ -24,7 +24,6 @@ Differences a caller may notice:
 
 from __future__ import annotations
 
-import collections
 import json
 import re
 import threading
@@ -65,6 +64,7 @@ from fleet.engine.wire import (
     MIN_API_VERSION,
     _api_tuple,
     demux,
+    demux_tail,
     host_config_args,
     negotiate_api_version,
     parse_api_version,
@@ -167,7 +167,9 @@ class ApiEngine:
     on first use (:func:`negotiate_api_version`); ``socket_path``: the engine's socket
     (default ``/var/run/docker.sock``; from a device's ``DOCKER_HOST=unix://...``, see
     :func:`fleet.engine.transport.socket_path_from_docker_host`); ``counters``: an
-    :class:`EngineCounters` to add to (a fresh one by default; read ``.counters``).
+    :class:`EngineCounters` to add to (a fresh one by default; read ``.counters``);
+    ``connector``: an :class:`EngineConnector` that already holds an open channel (the
+    probe's, :func:`fleet.engine.probe.gather_with_api`; its counters are used).
 
     Errors: :class:`EngineError` with the engine's own message (``exit_status`` is the
     HTTP status, -1 when a dial-stdio process ended early: its stderr is the message);
@@ -466,19 +468,16 @@ class ApiEngine:
                                stream=True, timeout=(self.connector.open_timeout, max(1.0, timeout)))
             try:
                 c._raise_for_status(res)
-                out = collections.deque(maxlen=EXEC_OUTPUT_MAX // 8192 + 1)
-                for chunk in _until(res.raw.stream(8192, decode_content=False), deadline, self.device, what):
-                    out.append(chunk)
-                return b"".join(out)
+                chunks = _until(res.raw.stream(8192, decode_content=False), deadline, self.device, what)
+                return demux_tail(chunks, EXEC_OUTPUT_MAX)
             finally:
                 res.close()
 
         try:
-            raw = self._call(f"POST /exec/{exec_id[:12]}/start", run)
+            out = self._call(f"POST /exec/{exec_id[:12]}/start", run)
         except EngineError as e:
             return 1, e.output
-        body = demux(raw)
-        text = (raw if body is None else body).decode("utf-8", "replace").strip()
+        text = out.decode("utf-8", "replace").strip()
         code = self._call(f"GET /exec/{exec_id[:12]}/json", c.exec_inspect, exec_id).get("ExitCode")
         return (int(code) if code is not None else -1), text
 

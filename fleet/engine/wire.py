@@ -35,6 +35,7 @@ __all__ = [
     "parse_pull_progress",
     "split_lines",
     "demux",
+    "demux_tail",
     "PULL_LINES_KEPT",
     "PULL_LINE_MAX",
 ]
@@ -247,3 +248,41 @@ def demux(data: bytes) -> bytes | None:
         out.append(data[pos + 8:pos + 8 + length])
         pos += 8 + length
     return b"".join(out)
+
+
+def demux_tail(chunks: Any, limit: int) -> bytes:
+    """:func:`demux` for a stream read chunk by chunk, keeping only the last ``limit``
+    bytes of payload (memory stays bounded whatever a command prints). A stream whose
+    first 8 bytes are not a frame header is kept raw (its tail)."""
+    tail = collections.deque()
+    size = 0
+    buf = b""
+    raw: bool | None = None
+    need = 8
+    payload_left = 0
+    for chunk in chunks:
+        buf += chunk
+        while buf:
+            if raw is None:
+                if len(buf) < 8:
+                    break
+                raw = not (buf[0] <= 2 and buf[1:4] == b"\0\0\0")
+            if raw:
+                piece, buf = buf, b""
+            elif payload_left:
+                piece, buf = buf[:payload_left], buf[payload_left:]
+                payload_left -= len(piece)
+            else:
+                if len(buf) < need:
+                    break
+                payload_left = struct.unpack_from(">L", buf, 4)[0]
+                buf = buf[8:]
+                continue
+            tail.append(piece)
+            size += len(piece)
+            while size - len(tail[0]) >= limit:
+                size -= len(tail.popleft())
+    if raw is None:  # fewer than 8 bytes in all
+        tail.append(buf)
+    return b"".join(tail)[-limit:] if limit else b""
+

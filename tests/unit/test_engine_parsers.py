@@ -21,6 +21,7 @@ from fleet.engine.api import _template
 from fleet.engine.transport import EngineCounters, dial_stdio_command, socket_path_from_docker_host
 from fleet.engine.wire import (
     demux,
+    demux_tail,
     host_config_args,
     negotiate_api_version,
     parse_api_version,
@@ -157,6 +158,17 @@ def test_demux_captured_exec_and_logs():
     assert demux(b"plain TTY output\n") is None  # not framed: shown as it is
     assert demux(b"") == b""
     assert demux((DATA / "api-20.10-logs.bin").read_bytes()[:-1]) is None  # truncated frame
+
+
+def test_demux_tail_bounded_and_chunked():
+    frames = (DATA / "api-20.10-exec-stream.bin").read_bytes()
+    assert demux_tail([frames[i:i + 3] for i in range(0, len(frames), 3)], 1 << 20) == b"out\nerr\n"
+    assert demux_tail([frames], 4) == b"err\n"  # the tail only
+    big = b"".join(b"\x01\0\0\0" + (1000).to_bytes(4, "big") + bytes([65 + i % 26]) * 1000 for i in range(50))
+    out = demux_tail([big[i:i + 777] for i in range(0, len(big), 777)], 2500)
+    assert out == b"V" * 500 + b"W" * 1000 + b"X" * 1000  # frames 47-49, no header bytes
+    assert demux_tail([b"raw TTY output, not framed"], 100) == b"raw TTY output, not framed"
+    assert demux_tail([b"short"], 100) == b"short"
 
 
 def test_pull_progress_success():
