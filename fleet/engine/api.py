@@ -63,7 +63,6 @@ from fleet.engine.transport import (
 from fleet.engine.wire import (
     MIN_API_VERSION,
     _api_tuple,
-    demux,
     demux_tail,
     host_config_args,
     negotiate_api_version,
@@ -84,7 +83,7 @@ __all__ = ["ApiEngine", "DeviceAPIClient", "EngineCounters", "EXEC_OUTPUT_MAX"]
 
 log = logger("engine")
 
-#: Output of one ``exec`` kept (the tail), bytes.
+#: Output of one ``exec`` or ``logs`` kept (the tail), bytes.
 EXEC_OUTPUT_MAX = 1024 * 1024
 
 # ------------------------------------------------------------------- docker-py client
@@ -431,21 +430,24 @@ class ApiEngine:
         self._call(f"DELETE /containers/{name}", self._client.remove_container, name, force=force)
 
     def logs(self, name: str, tail: int = 20) -> str:
-        """Last ``tail`` lines of the container's output (stdout and stderr interleaved);
-        empty when unavailable."""
+        """Last ``tail`` lines of the container's output (stdout and stderr interleaved, at
+        most :data:`EXEC_OUTPUT_MAX` bytes); empty when unavailable."""
         self._negotiate()
         c = self._client
 
         def go() -> bytes:
-            res = c._get(c._url("/containers/{0}/logs", name), params={"stdout": 1, "stderr": 1, "tail": tail})
-            return c._result(res, binary=True)
+            res = c._get(c._url("/containers/{0}/logs", name), params={"stdout": 1, "stderr": 1, "tail": tail},
+                         stream=True)
+            try:
+                c._raise_for_status(res)
+                return demux_tail(res.iter_content(8192), EXEC_OUTPUT_MAX)
+            finally:
+                res.close()
 
         try:
-            raw = self._call(f"GET /containers/{name}/logs", go)
+            return self._call(f"GET /containers/{name}/logs", go).decode("utf-8", "replace").strip()
         except (EngineError, SSHError):
             return ""
-        body = demux(raw)
-        return (raw if body is None else body).decode("utf-8", "replace").strip()
 
     def exec(self, name: str, argv: Sequence[str], timeout: float = 30.0) -> tuple[int, str]:
         """Run ``argv`` in the container (``POST /containers/{name}/exec``, then
