@@ -12,7 +12,7 @@ Differences a caller may notice:
 
 * ``pull(auth=...)`` sends the credentials in the ``X-Registry-Auth`` header of the
   request (Engine API "Authentication"), on the encrypted channel: nothing is written on
-  the device and no process sees them. Without ``auth_config`` the pull is anonymous: the
+  the device and no process sees them. Without ``auth`` the pull is anonymous: the
   engine never reads the login's ``~/.docker/config.json`` (the CLI does, and sends it
   the same way), so a registry that needs credentials needs them from fleet.
 * ``exec`` takes the connection it runs on (the engine hijacks it for the output stream,
