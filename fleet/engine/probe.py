@@ -39,6 +39,7 @@ from fleet.engine.transport import (
     EngineCounters,
     StreamLocalRefused,
     begin_streamlocal,
+    tcp_nodelay,
 )
 from fleet.facts import ProbeError, new_boundary, parse_probe_output, probe_command
 from fleet.log import logger
@@ -94,6 +95,7 @@ def gather_with_api(session: Any, become: bool, *, device: str | None = None, so
     open_timeout = min(limit, float(settings.connect_timeout))
     counters = EngineCounters()
     t = session.transport
+    tcp_nodelay(t)
     try:
         pending = begin_streamlocal(t, socket_path)
     except (SSHException, EOFError, OSError) as e:

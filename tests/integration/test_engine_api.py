@@ -46,7 +46,7 @@ from fleet.engine import EngineError, PullAuth
 from fleet.engine.cli import CliEngine
 from fleet.engine.api import ApiEngine
 from fleet.engine.probe import gather_with_api
-from fleet.engine.transport import socket_path_from_docker_host
+from fleet.engine.transport import socket_path_from_docker_host, tcp_nodelay
 from fleet.facts import gather
 from fleet.log import configure
 from fleet.platform import Platform
@@ -693,16 +693,19 @@ def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
     """N=20 sequential engine operations through the docker CLI (fleet.engine.cli.CliEngine) and
     through the API (streamlocal; dial-stdio), one SSH connection each, and the probe both
     ways: wall time on the controller and CPU time on the device (the test sshd's
-    descendants, SSH crypto included). Times are printed, not asserted; the number of
-    remote processes is asserted."""
+    descendants, SSH crypto included). "+NODELAY" rows: the CLI path with TCP_NODELAY on
+    the SSH socket, which the API path sets (fleet.engine.transport.tcp_nodelay). Times
+    are printed, not asserted; the number of remote processes is asserted."""
     n, ref, name = 20, test_image["ref"], container_name
     sl, nosl = plain_sshds
     with session(sl, DOCK_USER) as s, ApiEngine(s, "dev") as eng:
         pulled(eng, test_image)
         eng.create_container(name, ref, ContainerSpec(name=name), {})
 
-    def cli(mix):
+    def cli(mix, nodelay=False):
         def work(s):
+            if nodelay:
+                assert tcp_nodelay(s.transport)
             counting = _CountingSession(s)
             wall = _time_ops(CliEngine(counting, "dev"), name, ref, n, mix)
             return wall, counting.runs, None
@@ -717,7 +720,9 @@ def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
 
     rows = []
     for mix in ("mixed", "inspect"):
-        for label, server, work in ((f"docker CLI, {mix}", sl, cli(mix)), (f"API streamlocal, {mix}", sl, api(mix)),
+        for label, server, work in ((f"docker CLI, {mix}", sl, cli(mix)),
+                                    (f"docker CLI+NODELAY, {mix}", sl, cli(mix, True)),
+                                    (f"API streamlocal, {mix}", sl, api(mix)),
                                     (f"API dial-stdio, {mix}", nosl, api(mix))):
             _, cpu, (wall, procs, counters) = _measured(server, DOCK_USER, work)
             rows.append((label, wall, cpu, procs, counters))
@@ -725,14 +730,19 @@ def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
     def probe_cli(s):
         gather(s, False)
 
+    def probe_cli_nodelay(s):
+        assert tcp_nodelay(s.transport)
+        gather(s, False)
+
     def probe_api(s):
         p = gather_with_api(s, False)
         assert p.engine_via == "api"
         p.engine.close()
 
-    probes = {"probe, CLI": [], "probe, API": []}
+    probes = {"probe, CLI": [], "probe, CLI+NODELAY": [], "probe, API": []}
     for _ in range(5):
-        for label, work in (("probe, CLI", probe_cli), ("probe, API", probe_api)):
+        for label, work in (("probe, CLI", probe_cli), ("probe, CLI+NODELAY", probe_cli_nodelay),
+                            ("probe, API", probe_api)):
             probes[label].append(_measured(sl, DOCK_USER, work)[:2])
     with capsys.disabled():
         print(f"\nN={n} sequential engine operations on one SSH connection (loopback sshd, host engine 20.10);"
@@ -741,12 +751,13 @@ def test_measure_cli_vs_api(plain_sshds, test_image, container_name, capsys):
             extra = "" if counters is None else (f"; {counters['channels_opened']} channel(s), "
                                                  f"{counters['bytes_sent']} B sent, "
                                                  f"{counters['bytes_received']} B received")
-            print(f"  {label:24s} wall {wall * 1000:7.1f} ms ({wall * 1000 / n:6.2f} ms/op), device CPU "
+            print(f"  {label:27s} wall {wall * 1000:7.1f} ms ({wall * 1000 / n:6.2f} ms/op), device CPU "
                   f"{cpu * 1000:6.0f} ms; remote processes {procs}{extra}")
         for label, runs in probes.items():
             wall = sorted(r[0] for r in runs)[len(runs) // 2]
             cpu = sorted(r[1] for r in runs)[len(runs) // 2]
-            print(f"  {label:24s} median of {len(runs)}: wall {wall * 1000:6.1f} ms, device CPU {cpu * 1000:4.0f} ms")
+            print(f"  {label:27s} median of {len(runs)}: wall {wall * 1000:6.1f} ms, device CPU {cpu * 1000:4.0f} ms")
     assert {r[0]: r[3] for r in rows} == {
-        "docker CLI, mixed": n, "API streamlocal, mixed": 0, "API dial-stdio, mixed": 1,
-        "docker CLI, inspect": n, "API streamlocal, inspect": 0, "API dial-stdio, inspect": 1}
+        "docker CLI, mixed": n, "docker CLI+NODELAY, mixed": n, "API streamlocal, mixed": 0,
+        "API dial-stdio, mixed": 1, "docker CLI, inspect": n, "docker CLI+NODELAY, inspect": n,
+        "API streamlocal, inspect": 0, "API dial-stdio, inspect": 1}
