@@ -126,7 +126,9 @@ FACT_KEYS: tuple[str, ...] = (
 #: First line of the probe's output; the version lets a future parser read older devices.
 HEADER = "FLEET-PROBE/1"
 
-# The script. Arguments: $1 boundary token, $2 become ("1": docker through `sudo -n`).
+# The script. Arguments: $1 boundary token, $2 become ("1": docker through `sudo -n`),
+# optional $3 "0": skip the engine section (the caller reads the engine through its API on
+# the same SSH connection, fleet.engine.probe, so no docker CLI starts on the device).
 # Conventions: f KEY CMD... prints one framed fact with CMD's exit status (the parser drops
 # facts whose status is not 0 or whose text is empty); `command -v` (a builtin) skips
 # missing tools without a fork. Files are copied with `cat` (measured: cheaper in CPU than
@@ -134,7 +136,7 @@ HEADER = "FLEET-PROBE/1"
 # costs a syscall per byte); the `read` loop `r` is only the fallback for a device without
 # cat. LC_ALL=C keeps lscpu/getconf/docker output untranslated; `set -f` keeps the
 # unquoted `set -- $(...)` splits of uname/od output from glob expansion.
-PROBE_SCRIPT = r"""B=$1 S=$2
+PROBE_SCRIPT = r"""B=$1 S=$2 E=${3:-1}
 set -f
 LC_ALL=C
 export LC_ALL
@@ -166,7 +168,8 @@ if c cat; then R=cat; else R=r; fi
 if [ -r /etc/os-release ]; then f os_release $R </etc/os-release
 elif [ -r /usr/lib/os-release ]; then f os_release $R </usr/lib/os-release; fi
 c lscpu && f lscpu lscpu
-if c docker; then
+if [ "$E" = 0 ]; then :
+elif c docker; then
  T="{{with .Server}}$B{{.Arch}}$nl{{.Os}}$nl{{.Version}}{{end}}"
  q() {
   ok=; o=$("$@" version --format "$T" </dev/null 2>&1) && case $o in *"$B"*) ok=1; o=${o##*"$B"}; return;; esac
@@ -222,20 +225,23 @@ def new_boundary() -> str:
     return secrets.token_hex(16)
 
 
-def probe_command(become: bool, boundary: str | None = None) -> str:
+def probe_command(become: bool, boundary: str | None = None, *, engine_cli: bool = True) -> str:
     """The one shell command that probes a device, ready for ``Session.run``.
 
     ``become`` (the host's ``ansible_become``) runs the docker calls through ``sudo -n``
     when the login user cannot reach the engine. ``boundary`` is the framing token (32 hex
     digits; a fresh random one when None); pass the same one to
-    :func:`parse_probe_output`. Every value is quoted with :func:`shlex.quote`, so the
-    command is safe for any POSIX login shell. Raises ValueError on a malformed boundary.
+    :func:`parse_probe_output`. ``engine_cli=False`` leaves out the engine section (no
+    ``docker`` CLI start; :func:`fleet.engine.probe.gather_with_api` asks the engine's API
+    instead). Every value is quoted with :func:`shlex.quote`, so the command is safe for
+    any POSIX login shell. Raises ValueError on a malformed boundary.
     """
     token = new_boundary() if boundary is None else boundary
     if not _TOKEN.fullmatch(token):
         raise ValueError(f"probe boundary must be 32 lowercase hex digits, got {token!r}")
     return " ".join(
         ["sh", "-c", shlex.quote(PROBE_SCRIPT), "fleet-probe", token, "1" if become else "0"]
+        + ([] if engine_cli else ["0"])
     )
 
 
