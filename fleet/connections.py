@@ -39,6 +39,7 @@ class Connections:
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._aborted = False
+        self._engines: dict[str, tuple[object, "Engine"]] = {}
         self.opened: dict[str, int] = {}
 
     def __enter__(self) -> "Connections":
@@ -93,10 +94,27 @@ class Connections:
             return s
 
     def engine(self, name: str) -> "Engine":
-        """The Docker engine of ``name`` over its session."""
-        from fleet.engine.cli import CliEngine
+        """The Docker engine of ``name`` through its Engine API over the run's session
+        (:class:`fleet.engine.api.ApiEngine`: a streamlocal channel to the engine's socket,
+        else one ``docker system dial-stdio``), one per device and session."""
+        from fleet.engine.api import ApiEngine
 
-        return CliEngine(self.session(name), name, become=self.target(name).become)
+        session = self.session(name)
+        with self._lock:
+            known = self._engines.get(name)
+        if known is not None and known[0] is session:
+            return known[1]
+        engine = ApiEngine(session, name, become=self.target(name).become)
+        with self._lock:
+            self._engines[name] = (session, engine)
+        return engine
+
+    def adopt_engine(self, name: str, engine: "Engine") -> None:
+        """Use ``engine`` (opened by the probe on the current session) for ``name``."""
+        with self._lock:
+            s = self._sessions.get(name)
+            if s is not None:
+                self._engines[name] = (s, engine)
 
     def close(self, name: str) -> None:
         """Close ``name``'s session (the next ask opens a new one)."""

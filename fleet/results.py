@@ -97,6 +97,7 @@ class DeviceReport:
     previous: dict[str, str] | None = None
     free_bytes: int | None = None
     needed_bytes: int | None = None
+    cost: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

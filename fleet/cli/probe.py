@@ -41,9 +41,12 @@ def run_probe(sel: DeviceSelection, as_json: bool) -> int:
 
     Returns the exit status: 0 every device decided, 1 any device failed (unreachable,
     authentication, host key, probe error) or undecided, 130 interrupted. JSON: a list of
-    ``{"host", "address", "ok", "facts", "detection", "error"}``: ``ok`` true when a
-    platform was decided; ``detection`` is :meth:`Detection.to_dict` (None when no facts
-    were gathered); ``error`` why the device failed or stayed undecided, else None.
+    ``{"host", "address", "ok", "facts", "detection", "error", "engine_via", "cost"}``:
+    ``ok`` true when a platform was decided; ``detection`` is :meth:`Detection.to_dict`
+    (None when no facts were gathered); ``error`` why the device failed or stayed
+    undecided, else None; ``engine_via`` how the engine's facts were read (``api`` or
+    ``cli``); ``cost`` what the probe asked of the device (channels, processes, API calls,
+    bytes).
     """
     with Run(sel) as run:
         results = probe(run)
@@ -60,7 +63,8 @@ def run_probe(sel: DeviceSelection, as_json: bool) -> int:
             decided += 1
         docs.append({"host": r.host, "address": r.address, "ok": det is not None and det.platform is not None,
                      "facts": r.facts, "detection": det.to_dict() if det is not None else None,
-                     "error": r.error or (det.error if det is not None else None)})
+                     "error": r.error or (det.error if det is not None else None),
+                     "engine_via": r.engine_via, "cost": r.cost})
         if det is None:
             rows.append((r.host, r.address, None, None, None, None, f"failed: {r.error}"))
         else:

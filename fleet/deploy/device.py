@@ -260,7 +260,7 @@ def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep:
     new = parked_names(name)[0]
     deployment = options.deployment
     record = rep.actions.append
-    client = TxnClient(link.session, name, deployment, link.become)
+    client = TxnClient(link.session, name, deployment, link.become, getattr(engine, "counters", None))
     lock = client.lock()
     if lock.uncollected is not None and lock.uncollected.deployment:
         o = lock.uncollected

@@ -57,6 +57,7 @@ if [ "$3" = 1 ]; then DK="sudo -n docker"; else DK=docker; fi
 now() { date +%s; }
 dk() {
   n=0
+  printf . >> "$d/ndk"
   while :; do
     o=$($DK "$@" 2>&1) && { [ -z "$o" ] || printf '%s\n' "$o"; return 0; }
     case $o in
@@ -248,7 +249,7 @@ DETAIL= NOTES= ERR=0
 note() { NOTES="$NOTES${NOTES:+; }$1"; }
 rec() { printf '%s %s\n' "$(now)" "$1" >> "$d/steps"; }
 phase() { put status "$1"; }
-: > "$d/steps"
+: > "$d/steps"; : > "$d/ndk"
 prev=$(st "$N"); set -- $prev; FROM=${2:--}
 phase swap
 if swap; then
@@ -267,7 +268,9 @@ if [ $OUTCOME = rolled-back ]; then
 fi
 [ -n "$NOTES" ] && [ "$DETAIL" = "${DETAIL#*$NOTES}" ] && DETAIL="$DETAIL; $NOTES"
 DETAIL=$(printf '%s' "$DETAIL" | tr '\n\r' '  ')
-printf 'deployment=%s\noutcome=%s\nfrom=%s\nfinished=%s\ndetail=%s\n' "$D" $OUTCOME "$FROM" "$(now)" "$DETAIL" > "$d/outcome.tmp"
+NDK=$(cat "$d/ndk" 2>/dev/null)
+printf 'deployment=%s\noutcome=%s\nfrom=%s\nfinished=%s\ncalls=%s\ndetail=%s\n' "$D" $OUTCOME "$FROM" "$(now)" \
+  "${#NDK}" "$DETAIL" > "$d/outcome.tmp"
 mv -f "$d/outcome.tmp" "$d/outcome"
 printf '%s deployment=%s from=%s to=%s outcome=%s detail=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$D" "$FROM" "$D" \
   $OUTCOME "$DETAIL" >> "$d/audit.log"
@@ -305,7 +308,7 @@ def parse_fields(text: str) -> dict[str, str]:
     dict."""
     fields: dict[str, str] = {}
     rest = text.strip()
-    for key in ("deployment", "outcome", "from", "finished"):
+    for key in ("deployment", "outcome", "from", "finished", "calls"):
         if rest.startswith(key + "="):
             value, _, rest = rest[len(key) + 1:].partition(" ")
             fields[key] = value
@@ -319,19 +322,21 @@ def parse_fields(text: str) -> dict[str, str]:
 class Outcome:
     """A transaction's recorded end: ``deployment``, ``outcome`` (committed, rolled-back,
     failed), ``previous`` (the deployment that ran before), ``finished`` (epoch s),
-    ``detail``."""
+    ``detail``, ``docker_calls`` (docker CLI processes the transaction started)."""
 
     deployment: str
     outcome: str
     previous: str
     finished: int
     detail: str
+    docker_calls: int = 0
 
     @classmethod
     def parse(cls, text: str) -> "Outcome":
         f = parse_fields(text)
+        calls = f.get("calls", "0")
         return cls(f.get("deployment", ""), f.get("outcome", ""), f.get("from", "-"),
-                   int(f.get("finished") or 0), f.get("detail", ""))
+                   int(f.get("finished") or 0), f.get("detail", ""), int(calls) if calls.isdigit() else 0)
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,17 @@ class TxnClient:
     session (a new one after a drop); ``name``: the app's container name; ``deployment``;
     ``become``: docker through ``sudo -n``."""
 
-    def __init__(self, session: Callable[[], object], name: str, deployment: str, become: bool):
+    def __init__(self, session: Callable[[], object], name: str, deployment: str, become: bool,
+                 counters: object | None = None):
         self._session = session
         self.name = name
         self.deployment = deployment
         self.become = become
+        self._counters = counters
+
+    def _count(self, processes: int = 1) -> None:
+        if self._counters is not None:
+            self._counters.add(channels_opened=1, remote_processes=processes)  # type: ignore[attr-defined]
 
     def _command(self, script: str, extra: str) -> str:
         folder = f'"{STATE_DIR}/apps/"{shlex.quote(self.name)}'
@@ -54,6 +60,7 @@ class TxnClient:
                 f"{'1' if self.become else '0'} {shlex.quote(extra)}")
 
     def _run(self, script: str, extra: str = "", timeout: float = 60.0) -> list[str]:
+        self._count()
         res = self._session().run(self._command(script, extra), timeout=timeout)  # type: ignore[attr-defined]
         lines = res.stdout.decode("utf-8", "replace").splitlines()
         if res.exit_status not in (0,):
@@ -105,9 +112,12 @@ class TxnClient:
             elif word == "DIED":
                 raise TxnError("the device-side transaction ended without an outcome (see txn.log in its folder)")
 
+        self._count(2)  # the launcher and the detached transaction
         status = _stream(session, self._command(LAUNCH, str(int(follow))), script.encode(), follow + 60, line)
         if status not in (0, None) and not result:
             raise TxnError(f"the device-side transaction could not start (exit status {status})")
+        if result and self._counters is not None:
+            self._counters.add(remote_processes=result[0].docker_calls)  # type: ignore[attr-defined]
         return result[0] if result else None
 
     def collect(self, wait: float) -> Outcome | None:

@@ -45,12 +45,6 @@ class PullAuth:
 
         return docker_config_json(self.credentials, self.registry)
 
-    def header(self) -> str:
-        """The Engine API's ``X-Registry-Auth`` header value."""
-        from fleet.registry import x_registry_auth
-
-        return x_registry_auth(self.credentials, self.registry)
-
 
 class Engine(Protocol):
     """One device's engine, as the stages use it. Lookups return None for "no such

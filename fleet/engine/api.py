@@ -28,6 +28,7 @@ import json
 import re
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -50,6 +51,7 @@ from fleet.engine.state import (
     EngineInfo,
     EngineVersion,
     ImageState,
+    ImageSummary,
     parse_container,
     parse_image,
     parse_info,
@@ -196,6 +198,7 @@ class ApiEngine:
         self._client = DeviceAPIClient(self.connector, version=self._api_version or MIN_API_VERSION,
                                        timeout=timeout)
         self._version: EngineVersion | None = None
+        self._info: EngineInfo | None = None
         self._cli = CliEngine(_CountingSession(session, self.counters), device, become=become, timeout=timeout)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -286,7 +289,16 @@ class ApiEngine:
         return self._version
 
     def info(self) -> EngineInfo:
-        return parse_info(self._json("GET /info", "GET", "/info"))
+        """``GET /info``, asked once per engine object: what a run reads of it (the data
+        root, the image store) does not change while it runs."""
+        if self._info is None:
+            self._info = parse_info(self._json("GET /info", "GET", "/info"))
+        return self._info
+
+    def seed(self, version: EngineVersion | None, info: EngineInfo | None) -> None:
+        """Answers the run already has (the probe asked them): not asked again."""
+        self._version = version or self._version
+        self._info = info or self._info
 
     def free_space(self, path: str) -> DiskSpace:
         """As :meth:`fleet.engine.cli.CliEngine.free_space` (``df -Pk`` on an exec channel)."""
@@ -319,6 +331,20 @@ class ApiEngine:
                 return None
             raise
 
+    def images(self) -> list[ImageSummary]:
+        """``GET /images/json?digests=1``: every image the engine holds, newest first."""
+        rows = self._json("GET /images/json", "GET", "/images/json", params={"digests": "1"}) or []
+        out = []
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, Mapping) or not row.get("Id"):
+                continue
+            created = datetime.fromtimestamp(int(row.get("Created") or 0), timezone.utc)
+            refs = [r for r in (row.get("RepoTags") or []) + (row.get("RepoDigests") or [])
+                    if isinstance(r, str) and not r.startswith("<none>")]
+            out.append(ImageSummary(str(row["Id"]), created.strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
+                                    tuple(dict.fromkeys(refs))))
+        return sorted(out, key=lambda i: i.created, reverse=True)
+
     def remove_image(self, ref: str) -> bool:
         """``DELETE /images/{ref}``; False when the engine refused (in use, absent)."""
         try:
@@ -343,7 +369,7 @@ class ApiEngine:
         self._negotiate()
         registry = Reference.parse(ref).registry
         header = registry_auth(auth) if auth is not None else None
-        who = f"registry {registry}" + (f", user {auth.username!r}" if auth is not None else ", anonymous")
+        who = f"registry {registry}" + (f", user {auth.credentials.username!r}" if auth is not None else ", anonymous")
         what = f"pull {ref}"
         repo, tag = docker.utils.parse_repository_tag(ref)
         params = {"fromImage": repo, "tag": tag or "latest"}

@@ -107,6 +107,17 @@ class EngineCounters:
     def api_call_total(self) -> int:
         return sum(self.api_calls.values())
 
+    def since(self, before: dict[str, Any]) -> dict[str, Any]:
+        """What was added since ``before`` (an earlier :meth:`to_dict`): the cost of one
+        operation (a deploy, a verify) in the :meth:`to_dict` shape."""
+        now = self.to_dict()
+        out = dict(now)
+        for k in ("channels_opened", "remote_processes", "api_call_total", "bytes_sent", "bytes_received"):
+            out[k] = now[k] - before.get(k, 0)
+        calls = {k: v - before.get("api_calls", {}).get(k, 0) for k, v in now["api_calls"].items()}
+        out["api_calls"] = {k: v for k, v in calls.items() if v}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every field plus ``api_call_total``; ``api_calls`` sorted by key."""
         with self._lock:

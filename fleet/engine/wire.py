@@ -79,10 +79,13 @@ def parse_api_version(raw: bytes | str | Mapping[str, Any]) -> EngineVersion:
 
 
 def registry_auth(auth: "PullAuth") -> dict[str, str]:
-    """The ``X-Registry-Auth`` object for :class:`fleet.engine.PullAuth` credentials:
-    ``{"username", "password", "serveraddress"}`` (Engine API "Authentication"; docker-py
-    ``auth.encode_header`` makes the header of it: base64url of its JSON)."""
-    return {"username": auth.username, "password": auth.password, "serveraddress": auth.registry}
+    """The ``X-Registry-Auth`` object for :class:`fleet.engine.PullAuth` credentials
+    (:func:`fleet.registry.engine_auth_config`: ``{"username", "password",
+    "serveraddress"}`` or an identity token; docker-py ``auth.encode_header`` makes the
+    header of it: base64url of its JSON)."""
+    from fleet.registry import engine_auth_config
+
+    return engine_auth_config(auth.credentials, auth.registry) or {}
 
 
 def scrub(text: str, auth: Mapping[str, str] | None) -> str:

@@ -13,7 +13,7 @@ from fleet.deploy.prune import prune_app
 from fleet.fanout import run_each
 from fleet.history import History
 from fleet.labels import LABEL
-from fleet.pipeline.stages import Run, probe
+from fleet.pipeline.stages import Run, costed, probe
 from fleet.plan import plan_devices
 from fleet.playbook import Playbook
 from fleet.publish import PublishResult
@@ -58,8 +58,9 @@ def verify(run: Run, published: PublishResult, name: str, *, log_tail: int = 10)
 
     def one(job) -> DeviceReport:
         rep, expected, record = job
-        return verify_device(run.connections.engine(rep.host), rep, expected, name, log_tail=log_tail,
-                             link=_link(run, rep.host), record=record)
+        engine = run.connections.engine(rep.host)
+        return costed(engine, lambda: verify_device(engine, rep, expected, name, log_tail=log_tail,
+                                                    link=_link(run, rep.host), record=record))
 
     for o in run_each(jobs, one, run.selection.forks, "verifying", on_interrupt=run.connections.abort):
         if not o.ok:

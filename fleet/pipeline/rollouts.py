@@ -30,7 +30,7 @@ from fleet.fanout import run_each
 from fleet.history import History
 from fleet.labels import LABEL
 from fleet.output import progress_line
-from fleet.pipeline.stages import Probed, Run, plan, probe, publish
+from fleet.pipeline.stages import Probed, Run, costed, plan, probe, publish
 from fleet.plan import DevicePlan, Plan, plan_devices
 from fleet.playbook import Playbook, RegistrySettings
 from fleet.publish import PublishResult, read_published, registry_credentials
@@ -248,7 +248,8 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
 
     def work(job: DeviceJob) -> DeviceReport:
         link = DeviceLink(lambda: run.connections.session(job.host), run.connections.target(job.host).become)
-        return deploy_device(run.connections.engine(job.host), job, app, opts, link, check_only=check)
+        engine = run.connections.engine(job.host)
+        return costed(engine, lambda: deploy_device(engine, job, app, opts, link, check_only=check))
 
     roll = _Rollout(run, out, spec if not check else RolloutSpec(), opts, None if check else history, on_done,
                     "checking" if check else "deploying")
@@ -376,7 +377,8 @@ def _rollback_devices(run: Run, playbook: Playbook, probed: Sequence[Probed], ta
     def work(job: DeviceJob) -> DeviceReport:
         link = DeviceLink(lambda: run.connections.session(job.host), run.connections.target(job.host).become)
         app = apps[job.expected.index_digest]
-        rep = deploy_device(run.connections.engine(job.host), job, app, options, link)
+        engine = run.connections.engine(job.host)
+        rep = costed(engine, lambda: deploy_device(engine, job, app, options, link))
         if any(a.startswith("pull ") for a in rep.actions):
             rep.actions.append("the previous release's image was no longer on the device: pulled it")
         return rep

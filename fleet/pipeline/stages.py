@@ -13,16 +13,17 @@ from typing import Callable, Sequence
 from fleet.connections import Connections
 from fleet.detect import Detection, detect
 from fleet.errors import UsageError
-from fleet.facts import gather
+from fleet.engine.probe import EngineProbe, gather_with_api
 from fleet.factsfile import load_facts_file
 from fleet.fanout import run_each
 from fleet.plan import Plan, make_plan
 from fleet.platform import Platform
 from fleet.playbook import Playbook
 from fleet.publish import PublishResult, publish as publish_index
+from fleet.results import DeviceReport
 from fleet.selection import DeviceSelection
 
-__all__ = ["Run", "Probed", "probe", "plan", "plan_from_facts", "publish", "parse_platforms"]
+__all__ = ["Run", "Probed", "probe", "plan", "plan_from_facts", "publish", "parse_platforms", "costed"]
 
 
 class Run:
@@ -57,7 +58,9 @@ class Run:
 class Probed:
     """One device's probe: ``host``, ``address`` (``host:port`` connected to), ``facts``
     (None when the probe failed), ``detection`` (None without facts), ``error`` (why it
-    failed), ``seconds`` spent, ``interrupted`` (Ctrl-C came first)."""
+    failed), ``seconds`` spent, ``interrupted`` (Ctrl-C came first), ``engine_via`` (``api``:
+    the engine answered on its socket channel, no docker CLI ran; ``cli``), ``cost``
+    (channels, processes, API calls and bytes the probe asked of the device)."""
 
     host: str
     address: str
@@ -66,6 +69,8 @@ class Probed:
     error: str | None
     seconds: float
     interrupted: bool = False
+    engine_via: str | None = None
+    cost: dict | None = None
 
 
 def _reason(exc: BaseException) -> str:
@@ -81,16 +86,34 @@ def probe(run: Run, label: str = "probing") -> list[Probed]:
     probed gives a result with ``error``."""
     hosts = run.hosts()
 
-    def one(host: str) -> dict[str, str]:
+    def one(host: str) -> EngineProbe:
         target = run.connections.target(host)
-        return gather(run.connections.session(host), target.become)
+        found = gather_with_api(run.connections.session(host), target.become, device=host,
+                                timeout=target.probe_timeout)
+        if found.engine is not None:
+            found.engine.seed(found.version, found.info)
+            run.connections.adopt_engine(host, found.engine)
+        return found
 
     results = []
     for o in run_each(hosts, one, run.selection.forks, label, on_interrupt=run.connections.abort):
-        facts = o.value
+        facts = o.value.facts if o.ok and o.value is not None else None
         results.append(Probed(o.item, run.address(o.item), facts, detect(facts) if facts is not None else None,
-                              None if o.ok else _reason(o.error), o.seconds, o.interrupted))
+                              None if o.ok else _reason(o.error), o.seconds, o.interrupted,
+                              engine_via=o.value.engine_via if o.value is not None else None,
+                              cost=o.value.counters.to_dict() if o.value is not None else None))
     return results
+
+
+def costed(engine, work: Callable[[], DeviceReport]) -> DeviceReport:
+    """Run one device's ``work`` on ``engine`` and record what it asked of the device
+    (:attr:`fleet.results.DeviceReport.cost`)."""
+    counters = getattr(engine, "counters", None)
+    before = counters.to_dict() if counters is not None else None
+    rep = work()
+    if counters is not None and before is not None:
+        rep.cost = counters.since(before)
+    return rep
 
 
 def parse_platforms(values: Sequence[str] | None) -> list[Platform]:

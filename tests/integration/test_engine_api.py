@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 import requests
 
+from fleet.registry import Credentials
 from fleet.engine import EngineError, PullAuth
 from fleet.engine.cli import CliEngine
 from fleet.engine.api import ApiEngine
@@ -260,7 +261,7 @@ def container_name():
 
 
 def creds(img: dict, user: str = REGISTRY_USER, password: str = REGISTRY_PASSWORD) -> PullAuth:
-    return PullAuth(img["ref"].split("/")[0], user, password)
+    return PullAuth(img["ref"].split("/")[0], Credentials(user, password))
 
 
 def pulled(eng: ApiEngine, img: dict, ref: str | None = None) -> None:
@@ -503,7 +504,7 @@ def test_wrong_credentials_clear_error_and_no_secret_anywhere(server, request, t
     srv = request.getfixturevalue(server)
     secret = "wr0ng-" + uuid.uuid4().hex
     registry = test_image["ref"].split("/")[0]
-    auth = PullAuth(registry, "fleet-intruder", secret)
+    auth = PullAuth(registry, Credentials("fleet-intruder", secret))
     forms = {secret, base64.b64encode(f"fleet-intruder:{secret}".encode()).decode(),
              base64.urlsafe_b64encode(json.dumps({"username": "fleet-intruder", "password": secret,
                                                   "serveraddress": registry}).encode()).decode()}

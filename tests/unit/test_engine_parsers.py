@@ -15,6 +15,7 @@ from pathlib import Path
 import docker.auth
 import pytest
 
+from fleet.registry import Credentials
 from fleet.engine import PullAuth, parse_container, parse_image, parse_info, parse_version
 from fleet.engine.cli import create_args
 from fleet.engine.api import _template
@@ -207,7 +208,7 @@ def test_split_lines_is_bounded():
 
 
 def test_registry_auth_header():
-    auth = PullAuth("reg.example:5000", "ci", "p:ss w0rd")
+    auth = PullAuth("reg.example:5000", Credentials("ci", "p:ss w0rd"))
     obj = registry_auth(auth)
     assert obj == {"serveraddress": "reg.example:5000", "username": "ci", "password": "p:ss w0rd"}
     header = docker.auth.encode_header(obj)  # what goes into X-Registry-Auth
