@@ -1,9 +1,10 @@
 """Fixtures of the lab tests: one lab for the whole session (registered in tests/conftest.py).
 
-The ``lab`` fixture reuses a lab that is already up (and leaves it up), or runs
-``fleet lab up`` once and ``fleet lab down`` at the end. It needs root and a machine where
-``fleet lab setup`` ran (CI does that); otherwise ``up`` fails with its list of what is
-missing and every lab test errors (no skip).
+The ``lab`` fixture brings every profile up (``fleet lab up --profiles all``, the seven
+boards: idempotent, it only adds what is not running to a lab that is already up and
+leaves that lab up), or starts the lab from nothing and runs ``fleet lab down`` at the
+end. It needs root and a machine where ``fleet lab setup`` ran (CI does that); otherwise
+``up`` fails with its list of what is missing and every lab test errors (no skip).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from pathlib import Path
 import pytest
 
 from fleet.lab.state import resolve_lab_dir
+
+#: What the session's lab runs: every profile (the five defaults plus s390x and i386).
+LAB_PROFILES = "all"
 
 _SCRIPT = Path(sys.executable).with_name("fleet")
 FLEET = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from fleet.cli import main; main()"]
@@ -74,9 +78,8 @@ def lab() -> Lab:
             d.get("state") == "running" for d in doc.get("devices", []))
     except ValueError:
         pass
-    if before.returncode != 0:
-        up = fleet("lab", "up", "--json", timeout=600)
-        assert up.returncode == 0, f"fleet lab up failed ({up.returncode}):\n{up.stderr}"
+    up = fleet("lab", "up", "--profiles", LAB_PROFILES, "--json", timeout=600)
+    assert up.returncode == 0, f"fleet lab up failed ({up.returncode}):\n{up.stderr}"
     status = json.loads(fleet("lab", "status", "--json", check=True).stdout)
     yield Lab(lab_dir, status)
     if was_down:
