@@ -61,7 +61,8 @@ def test_device_looks_like_its_board(lab: Lab, name: str) -> None:
     assert facts["dpkg"] in ("", None) and "amd64" not in facts["dpkg"]
     assert facts["python"] == ""
     assert os_release == prof.os_release_text()
-    assert os_release != Path("/etc/os-release").read_text()
+    if prof.os_release_text() != Path("/etc/os-release").read_text():  # s390x/i386 run Debian 12, as the host may
+        assert os_release != Path("/etc/os-release").read_text()
     if prof.cpuinfo:
         want = next(ln for ln in prof.cpuinfo_path().read_text().splitlines() if ln.startswith("CPU architecture"))
         assert facts["cpuarch"] == want.split(":")[1].strip()
@@ -111,7 +112,7 @@ def test_second_up_reuses_running_processes(lab: Lab) -> None:
 
 
 def test_fleet_probe_decides_each_device(lab: Lab) -> None:
-    cp = fleet("probe", "-i", lab.inventory, "--json", timeout=300)
+    cp = fleet("probe", "-i", lab.inventory_all, "--json", timeout=300)
     assert cp.returncode == 0, cp.stderr
     got = {d["host"]: d["detection"]["platform"] for d in json.loads(cp.stdout)}
     for name in PROFILES:

@@ -51,7 +51,7 @@ def seven(lab: Lab, tmp_path_factory) -> dict:
     }, sort_keys=False))
     reports = work / "reports"
     t0 = time.monotonic()
-    cp = fleet("deploy", str(playbook), "-i", lab.inventory, "--report-dir", str(reports), timeout=900)
+    cp = fleet("deploy", str(playbook), "-i", lab.inventory_all, "--report-dir", str(reports), timeout=900)
     seconds = time.monotonic() - t0
     assert cp.returncode == 0, f"deploy failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}"
     print(f"seven-board deploy: {seconds:.1f} s")
@@ -91,7 +91,7 @@ def test_app_answers_on_every_board(lab: Lab, seven: dict) -> None:
 
 
 def test_verify_finds_every_board_on_its_child(lab: Lab, seven: dict) -> None:
-    cp = fleet("verify", str(seven["playbook"]), "-i", lab.inventory, "--report-dir", str(seven["reports"]),
+    cp = fleet("verify", str(seven["playbook"]), "-i", lab.inventory_all, "--report-dir", str(seven["reports"]),
                timeout=600)
     assert cp.returncode == 0, f"verify failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}"
     report = json.loads(next(Path(seven["reports"]).glob("verify-*.json")).read_text())
