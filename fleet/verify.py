@@ -44,7 +44,15 @@ __all__ = [
 # Exit statuses of a shell-started process killed by a signal are 128 + signal number.
 _SIGNAL_EXITS = {132: "SIGILL (illegal instruction: code built for a newer CPU than this one)",
                  139: "SIGSEGV (segmentation fault)",
-                 135: "SIGBUS (bus error)"}
+                 135: "SIGBUS (bus error)",
+                 # A 32-bit engine's default seccomp profile admits only its own 32-bit system
+                 # call ABI (moby profiles/seccomp/default.json archMap lists sub-architectures
+                 # for 64-bit engines only), so a 64-bit image that the 64-bit kernel would run
+                 # dies at its first system call (captured: amd64 child on the lab's i386 board,
+                 # audit "sig=31 arch=c000003e"; the same trap: ioi/isolate#190).
+                 159: "SIGSYS (bad system call: the seccomp filter killed it; on a 32-bit engine on a "
+                      "64-bit kernel, the image is 64-bit: deploy the engine's own platform, e.g. "
+                      "linux/386 or linux/arm/v7)"}
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,9 @@ def check_image(expected: Expected, image: ImageState | None, store: str = "clas
 def crash_reason(container: ContainerState | None, logs: str = "") -> str | None:
     """Why a container died on the CPU, or None: ``exec format error`` (a binary of another
     architecture, or a foreign one without an interpreter), SIGILL (exit 132: instructions
-    the CPU lacks, the ARMv7-binary-on-ARMv6 case), SIGSEGV (exit 139), SIGBUS (exit 135)."""
+    the CPU lacks, the ARMv7-binary-on-ARMv6 case), SIGSEGV (exit 139), SIGBUS (exit 135),
+    SIGSYS (exit 159: a system call the seccomp filter forbids, a 64-bit image on a 32-bit
+    engine)."""
     if container is None:
         return None
     text = f"{container.error}\n{logs}".lower()

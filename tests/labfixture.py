@@ -1,9 +1,10 @@
 """Fixtures of the lab tests: one lab for the whole session (registered in tests/conftest.py).
 
-The ``lab`` fixture reuses a lab that is already up (and leaves it up), or runs
-``fleet lab up`` once and ``fleet lab down`` at the end. It needs root and a machine where
-``fleet lab setup`` ran (CI does that); otherwise ``up`` fails with its list of what is
-missing and every lab test errors (no skip).
+The ``lab`` fixture brings every profile up (``fleet lab up --profiles all``, the seven
+boards: idempotent, it only adds what is not running to a lab that is already up and
+leaves that lab up), or starts the lab from nothing and runs ``fleet lab down`` at the
+end. It needs root and a machine where ``fleet lab setup`` ran (CI does that); otherwise
+``up`` fails with its list of what is missing and every lab test errors (no skip).
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from fleet.lab.profiles import DEFAULT_PROFILES
 from fleet.lab.state import resolve_lab_dir
+
+#: What the session's lab runs: every profile (the five defaults plus s390x and i386).
+LAB_PROFILES = "all"
 
 _SCRIPT = Path(sys.executable).with_name("fleet")
 FLEET = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from fleet.cli import main; main()"]
@@ -35,13 +41,19 @@ def fleet(*args: str, check: bool = False, timeout: float = 300) -> subprocess.C
 class Lab:
     dir: Path
     status: dict
+    default_inventory: str = ""
 
     @property
     def key(self) -> str: return self.status["ssh_key"]
     @property
     def known_hosts(self) -> str: return self.status["known_hosts"]
     @property
-    def inventory(self) -> str: return self.status["inventory"]
+    def inventory(self) -> str:
+        """Inventory of the five default boards (DEFAULT_PROFILES), the fleet the deploy
+        and publish tests' playbooks are written for; ``inventory_all`` has all seven."""
+        return self.default_inventory or self.status["inventory"]
+    @property
+    def inventory_all(self) -> str: return self.status["inventory"]
 
     def device(self, name: str) -> dict:
         return next(d for d in self.status["devices"] if d["name"] == name)
@@ -61,8 +73,21 @@ class Lab:
         return self.status
 
 
+def default_inventory(full: str, dest: Path) -> str:
+    """Write the lab inventory ``full`` restricted to the default profiles to ``dest``."""
+    doc = yaml.safe_load(Path(full).read_text())
+    children = doc["all"]["children"]
+    for group in children.values():
+        hosts = group.get("hosts") or {}
+        for name in [h for h in hosts if h not in DEFAULT_PROFILES]:
+            del hosts[name]
+    doc["all"]["children"] = {g: v for g, v in children.items() if v.get("hosts")}
+    dest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return str(dest)
+
+
 @pytest.fixture(scope="session")
-def lab() -> Lab:
+def lab(tmp_path_factory) -> Lab:
     lab_dir = resolve_lab_dir(None)
     before = fleet("lab", "status", "--json")
     # Tear down at the end only a lab this session brought up from nothing: a lab that was
@@ -74,10 +99,10 @@ def lab() -> Lab:
             d.get("state") == "running" for d in doc.get("devices", []))
     except ValueError:
         pass
-    if before.returncode != 0:
-        up = fleet("lab", "up", "--json", timeout=600)
-        assert up.returncode == 0, f"fleet lab up failed ({up.returncode}):\n{up.stderr}"
+    up = fleet("lab", "up", "--profiles", LAB_PROFILES, "--json", timeout=600)
+    assert up.returncode == 0, f"fleet lab up failed ({up.returncode}):\n{up.stderr}"
     status = json.loads(fleet("lab", "status", "--json", check=True).stdout)
-    yield Lab(lab_dir, status)
+    five = default_inventory(status["inventory"], tmp_path_factory.mktemp("lab-inventory") / "default.yaml")
+    yield Lab(lab_dir, status, five)
     if was_down:
         fleet("lab", "down", timeout=300)

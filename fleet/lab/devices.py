@@ -37,9 +37,11 @@ from elftools.elf.elffile import ELFFile
 from fleet.lab import net
 from fleet.lab.mounts import is_mount_point
 from fleet.lab.profiles import DEB_ARCHES, Profile
+from fleet.lab.qemufix import ensure_fixed
 from fleet.lab.setup import LOGIN_USER, arch_file, busybox
 from fleet.lab.state import LabPaths, ProcRecord, _is_nsfs, find_processes, terminate
 from fleet.lab.util import LabError, engine_answers, progress, run, ssh_answers
+from fleet.output import warn
 
 #: Bump when the rootfs layout changes, so `up` rebuilds old ones.
 ROOTFS_VERSION = "4"
@@ -232,14 +234,32 @@ class Device:
             terminate(leftovers, 10)
         for f in (e / "docker.pid", e / "exec/containerd/containerd.pid"):
             f.unlink(missing_ok=True)
+        deb = self.profile.deb
         dockerd = arch_file(self.paths, self.profile.arch, "usr/sbin/dockerd")
-        argv = self._nsenter() + [
+        interpreter: list[str] = []
+        if deb.netlink_fix and deb.binfmt:
+            # qemu-user leaves the last netlink attribute in host byte order; a
+            # big-endian engine then cannot start any container (qemufix.py).
+            fixed = ensure_fixed(self.paths, deb.binfmt)
+            if fixed is None:
+                warn(f"{self.name}: no netlink-fixed {deb.binfmt} for this qemu-user-static build "
+                     "(fleet/lab/qemufix.py): its containers will not start")
+            else:
+                interpreter = [str(fixed)]
+        argv = self._nsenter() + interpreter + [
             str(dockerd), "--host", f"unix://{self.socket}", "--data-root", str(e / "data"),
             "--exec-root", str(e / "exec"), "--pidfile", str(e / "docker.pid"),
             "--config-file", str(e / "daemon.json"), "--bridge=none", "--iptables=false", "--ip-masq=false",
             "--userland-proxy=false", "--group", LOGIN_USER, "--log-level", "warn",
         ]
-        env = {"PATH": PATH_ENV, "HOME": "/root"}
+        path = PATH_ENV
+        if deb.runtime_packages:
+            # The board's own containerd and runc (i386): the seccomp filter runc builds
+            # then covers the containers' own system call ABI, as on a real board
+            # (docs/lab.md, "i386: SIGSYS").
+            root = self.paths.arch_root(self.profile.arch)
+            path = f"{root / 'usr/bin'}:{root / 'usr/sbin'}:{PATH_ENV}"
+        env = {"PATH": path, "HOME": "/root"}
         if self.profile.qemu_cpu:
             env["QEMU_CPU"] = self.profile.qemu_cpu
         with open(e / "dockerd.log", "ab") as log:

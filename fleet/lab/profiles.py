@@ -26,6 +26,15 @@ class DebArch:
     ``hello_dir``: the build-context folder of examples/hello for this architecture
     (``rootfs-${TARGETARCH}${TARGETVARIANT}``); ``platform``: OCI platform its binaries
     are built for (Debian armhf is ARMv7, armel ARMv5TE, run by the v6 Pi Zero).
+
+    ``runtime_packages``: for an architecture the host runs natively (i386 on x86-64),
+    the Debian packages of its own ``containerd`` and ``runc``: its engine then runs the
+    board's whole container stack, as a real 32-bit userland does. Emulated engines keep
+    the host's runc (qemu-user cannot run runc's namespace set-up); their containers'
+    system calls are the host's, made by qemu. With the host's 64-bit runc, an i386
+    engine's containers die of SIGSYS at their first system call (docs/lab.md).
+    ``netlink_fix``: run the engine under the lab's copy of qemu-user with its netlink
+    byte-order fix (fleet/lab/qemufix.py): big-endian guests only.
     """
 
     name: str
@@ -34,6 +43,8 @@ class DebArch:
     binfmt: str | None
     hello_dir: str
     platform: str
+    runtime_packages: tuple[str, ...] = ()
+    netlink_fix: bool = False
 
 
 DEB_ARCHES: dict[str, DebArch] = {
@@ -43,8 +54,10 @@ DEB_ARCHES: dict[str, DebArch] = {
         DebArch("arm64", "aarch64-linux-gnu", "/lib/ld-linux-aarch64.so.1", "qemu-aarch64", "rootfs-arm64", "linux/arm64"),
         DebArch("armhf", "arm-linux-gnueabihf", "/lib/ld-linux-armhf.so.3", "qemu-arm", "rootfs-armv7", "linux/arm/v7"),
         DebArch("armel", "arm-linux-gnueabi", "/lib/ld-linux.so.3", "qemu-arm", "rootfs-armv6", "linux/arm/v6"),
-        DebArch("s390x", "s390x-linux-gnu", "/lib/ld64.so.1", "qemu-s390x", "rootfs-s390x", "linux/s390x"),
-        DebArch("i386", "i386-linux-gnu", "/lib/ld-linux.so.2", None, "rootfs-386", "linux/386"),
+        DebArch("s390x", "s390x-linux-gnu", "/lib/ld64.so.1", "qemu-s390x", "rootfs-s390x", "linux/s390x",
+                netlink_fix=True),
+        DebArch("i386", "i386-linux-gnu", "/lib/ld-linux.so.2", None, "rootfs-386", "linux/386",
+                runtime_packages=("containerd", "runc", "libseccomp2")),
     )
 }
 
@@ -115,7 +128,7 @@ PROFILES: dict[str, Profile] = {
                 "s390x", "s390x", "linux/s390x", (64, "big", "EM_S390"), default=False,
                 description="IBM Z (big-endian) under qemu-s390x"),
         Profile("i386", "i386", 17, None, "debian-12.txt", "x86_32",
-                "i686", "386", "linux/386", (32, "little", "EM_386"), default=False,
+                "x86_64", "386", "linux/386", (32, "little", "EM_386"), default=False,
                 description="32-bit x86 userland and engine on the 64-bit kernel"),
     )
 }

@@ -5,7 +5,9 @@ What it does (each step idempotent; see docs in ``fleet lab setup --help``):
 1. ``apt-get install`` the Debian packages the lab runs (``HOST_PACKAGES``).
 2. ``dpkg --add-architecture`` for each foreign architecture, ``apt-get update``, then
    ``apt-get download`` of ``docker.io:ARCH``, ``busybox-static:ARCH`` and the libraries
-   that Debian's foreign ``dockerd`` and ``docker`` need (``FOREIGN_PACKAGES``), extracted
+   that Debian's foreign ``dockerd`` and ``docker`` need (``FOREIGN_PACKAGES``; for i386,
+   which the host runs natively, also its own ``containerd``, ``runc`` and
+   ``libseccomp2``: ``packages_for``), extracted
    with ``dpkg-deb -x`` into ``LABDIR/cache/root/ARCH``; the libraries and the ELF
    loader are also copied (never over an existing file) into the host's multiarch
    folders (``/lib/<triplet>``, ``/usr/lib/<triplet>``), which is where qemu-user finds
@@ -18,6 +20,8 @@ What it does (each step idempotent; see docs in ``fleet lab setup --help``):
 4. A host Docker engine: when nothing answers on /var/run/docker.sock, the native
    ``dockerd`` is started detached, logging to ``LABDIR/host-dockerd.log``.
 5. The lab's login user ``fleetlab`` (host account, password field ``*``, shell /bin/sh).
+6. For big-endian boards (s390x): the lab's copy of qemu-user with the netlink
+   byte-order fix, ``LABDIR/cache/qemu/`` (fleet/lab/qemufix.py; ``up`` makes it too).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 
 from fleet.errors import UsageError
 from fleet.lab.profiles import DEB_ARCHES, HOST_ARCH, Profile, arches_for
+from fleet.lab.qemufix import ensure_fixed
 from fleet.lab.state import LabPaths
 from fleet.lab.util import LabError, engine_answers, progress, run, wait_for
 from fleet.output import warn
@@ -50,6 +55,12 @@ FOREIGN_PACKAGES = (
     "libgcrypt20", "liblz4-1", "liblzma5", "libzstd1", "libgpg-error0", "libselinux1",
     "libpcre2-8-0", "libudev1", "libgcc-s1",
 )
+
+
+def packages_for(arch: str) -> tuple[str, ...]:
+    """Foreign packages of ``arch``: FOREIGN_PACKAGES plus its own container runtime
+    (``DebArch.runtime_packages``, i386 only)."""
+    return FOREIGN_PACKAGES + DEB_ARCHES[arch].runtime_packages
 HOST_SOCKET = Path("/var/run/docker.sock")
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 BINFMT_CONF = Path("/usr/lib/binfmt.d")
@@ -106,9 +117,13 @@ def missing_for_up(paths: LabPaths, profiles: list[Profile]) -> list[str]:
             missing.append(f"no qemu-user-static interpreter for {arch} (package qemu-user-static)")
         if arch == HOST_ARCH:
             continue
-        for rel in ("usr/sbin/dockerd", "usr/bin/docker", "bin/busybox", "bin/dash"):
+        rels = ["usr/sbin/dockerd", "usr/bin/docker", "bin/busybox", "bin/dash"]
+        if a.runtime_packages:
+            rels += ["usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/sbin/runc"]
+        for rel in rels:
             if not arch_file(paths, arch, rel).exists():
-                missing.append(f"no foreign engine file {arch_file(paths, arch, rel)} (docker.io:{arch}/busybox-static:{arch})")
+                missing.append(f"no foreign engine file {arch_file(paths, arch, rel)} "
+                               f"({', '.join(f'{p}:{arch}' for p in ('docker.io', 'busybox-static') + a.runtime_packages)})")
         if not Path(a.loader).exists():
             missing.append(f"no {arch} ELF loader {a.loader} (libc6:{arch} files in the host multiarch folders)")
         if not (Path("/usr/lib") / a.triplet / "libc.so.6").exists():
@@ -161,13 +176,13 @@ def fetch_arch(paths: LabPaths, arch: str, *, updated: list[bool]) -> None:
         return
     root = paths.arch_root(arch)
     done = root / ".fleet-lab-complete"
-    if done.exists() and set(FOREIGN_PACKAGES) - {ln.split("_")[0] for ln in done.read_text().split()}:
+    if done.exists() and set(packages_for(arch)) - {ln.split("_")[0] for ln in done.read_text().split()}:
         done.unlink()  # the package list grew since this cache was made
     if not done.exists():
         debs = paths.debs(arch)
         debs.mkdir(parents=True, exist_ok=True)
         have = {p.name.split("_")[0] for p in debs.glob("*.deb")}
-        need = [p for p in FOREIGN_PACKAGES if p not in have]
+        need = [p for p in packages_for(arch) if p not in have]
         if need:
             progress(f"{arch}: apt-get download {len(need)} packages")
             cp = run(["apt-get", "download", *[f"{p}:{arch}" for p in need]], check=False,
@@ -315,6 +330,12 @@ def setup(paths: LabPaths, profiles: list[Profile], *, install: bool = True, hos
             failed[arch] = str(exc)
     summary["arches"] = [a for a in arches if a not in failed]
     summary["binfmt_registered"] = ensure_binfmt(paths, [a for a in arches if a not in failed])
+    for arch in arches:
+        a = DEB_ARCHES[arch]
+        if a.netlink_fix and a.binfmt and arch not in failed and ensure_fixed(paths, a.binfmt) is None:
+            warn(f"{arch}: this qemu-user-static build is not one the lab knows how to fix "
+                 "(fleet/lab/qemufix.py): containers on that board will fail with "
+                 "'failed to create default sandbox: invalid argument'")
     ensure_login_user()
     if host_engine:
         summary["host_engine"] = ensure_host_engine(paths)
