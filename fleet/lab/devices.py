@@ -97,7 +97,12 @@ class Device:
             f"ChrootDirectory {self.rootfs}\n"
             "PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nX11Forwarding no\n"
-            "AllowTcpForwarding no\nPrintMotd no\nPrintLastLog no\nMaxStartups 64:30:128\n"
+            # fleet opens the engine's socket over a direct-streamlocal channel; OpenSSH
+            # refuses those too under "AllowTcpForwarding no" (channels.c: local forwarding
+            # disabled as a whole), so local forwarding stays on
+            "AllowTcpForwarding local\n"
+            f"AllowStreamLocalForwarding {'yes' if self.profile.streamlocal else 'no'}\n"
+            "PrintMotd no\nPrintLastLog no\nMaxStartups 64:30:128\n"
             "LogLevel ERROR\nSubsystem sftp internal-sftp\n"
             f"{env}"
         )

@@ -74,7 +74,10 @@ class Profile:
     its engine and login (``arm1176`` makes qemu-arm report ``armv6l``);
     ``uname_from``: Debian architecture whose static busybox serves ``uname`` in the
     rootfs (the one synthesized fact, see data/README.md); ``group``: inventory group of
-    its architecture family. ``expected_*``: what the real board shows.
+    its architecture family. ``expected_*``: what the real board shows. ``streamlocal``:
+    False makes its sshd refuse ``direct-streamlocal@openssh.com`` channels
+    (``AllowStreamLocalForwarding no``, as a hardened device may), so fleet reaches that
+    engine through ``docker system dial-stdio``.
     """
 
     name: str
@@ -91,6 +94,7 @@ class Profile:
     uname_from: str | None = None
     default: bool = True
     description: str = ""
+    streamlocal: bool = True
 
     @property
     def deb(self) -> DebArch:
@@ -114,7 +118,8 @@ PROFILES: dict[str, Profile] = {
                 description="Raspberry Pi Zero (ARM1176, ARMv6), Raspbian 32-bit, armel engine"),
         Profile("pi3-32", "armhf", 12, "pi3-32.txt", "raspbian-12.txt", "arm32",
                 "armv7l", "arm", "linux/arm/v7", (32, "little", "EM_ARM"),
-                description="Raspberry Pi 3 (Cortex-A53) on a 32-bit kernel, Raspbian 32-bit, armhf engine"),
+                description="Raspberry Pi 3 (Cortex-A53) on a 32-bit kernel, Raspbian 32-bit, armhf engine",
+                streamlocal=False),
         Profile("pi4-64", "arm64", 13, "pi4-64.txt", "raspios64-11.txt", "arm64",
                 "aarch64", "arm64", "linux/arm64", (64, "little", "EM_AARCH64"),
                 description="Raspberry Pi 4 / CM4 (Cortex-A72), Raspberry Pi OS 64-bit, arm64 engine"),
