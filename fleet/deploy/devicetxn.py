@@ -40,8 +40,9 @@ __all__ = ["LOCK_GRACE", "MARGIN", "STATE_DIR", "COMMON", "LOCK", "LAUNCH", "COL
            "parse_app_records"]
 
 #: Seconds a lock may stay without a live transaction before it counts as stale (the
-#: controller takes it, creates NAME.new, then hands it to the transaction).
-LOCK_GRACE = 180
+#: controller takes it, clears leftovers and creates NAME.new - engine calls of a few
+#: seconds - then hands it to the transaction).
+LOCK_GRACE = 60
 #: Seconds beyond the health timeout a transaction may take: stopping the old container
 #: (its stop timeout), renames, starts, and waiting out an engine restart.
 MARGIN = 150
@@ -112,7 +113,9 @@ UNLOCK = COMMON + r"""
 
 # Write the transaction (stdin) and start it detached, then follow its status until its
 # outcome: "STARTED pid", "STATUS phase" lines, then "OUTCOME deployment=... outcome=...".
-# $4: seconds to follow at most (then "RUNNING": the device goes on by itself).
+# $4: seconds to follow at most (then "RUNNING": the device goes on by itself). It does
+# not mark the outcome collected: this process may outlive a controller that never read
+# what it printed (a cut link); the controller marks it (RECOVER) once it has it.
 LAUNCH = COMMON + r"""
 [ "$(field deployment "$d/lock/info")" = "$D" ] || { echo "NOLOCK"; exit 91; }
 cat > "$d/txn.sh" || exit 92
@@ -127,7 +130,7 @@ echo "STARTED $pid"
 end=$(( $(now) + $4 )) last=
 while :; do
   if [ -f "$d/outcome" ] && [ "$(field deployment "$d/outcome")" = "$D" ]; then
-    printf 'OUTCOME %s\n' "$(tr '\n' ' ' < "$d/outcome")"; printf '%s\n' "$D" > "$d/collected"; exit 0
+    printf 'OUTCOME %s\n' "$(tr '\n' ' ' < "$d/outcome")"; exit 0
   fi
   s=$(cat "$d/status" 2>/dev/null)
   [ "$s" = "$last" ] || { echo "STATUS $s"; last=$s; }
@@ -137,13 +140,14 @@ while :; do
 done
 """
 
-# Wait up to $4 s for deployment $2's outcome; print it ("OUTCOME ...") and mark it collected,
-# or "RUNNING" (still going), or "NONE" (no transaction of that deployment ran here).
+# Wait up to $4 s for deployment $2's outcome; print it ("OUTCOME ..."; the controller marks
+# it collected once received), or "RUNNING" (still going), or "NONE" (no transaction of that
+# deployment ran here).
 COLLECT = COMMON + r"""
 end=$(( $(now) + $4 ))
 while :; do
   if [ -f "$d/outcome" ] && [ "$(field deployment "$d/outcome")" = "$D" ]; then
-    printf 'OUTCOME %s\n' "$(tr '\n' ' ' < "$d/outcome")"; printf '%s\n' "$D" > "$d/collected"; exit 0
+    printf 'OUTCOME %s\n' "$(tr '\n' ' ' < "$d/outcome")"; exit 0
   fi
   [ "$(field deployment "$d/lock/info" 2>/dev/null)" = "$D" ] || { echo NONE; exit 0; }
   [ $(now) -ge $end ] && { echo RUNNING; exit 0; }

@@ -118,6 +118,8 @@ class TxnClient:
             raise TxnError(f"the device-side transaction could not start (exit status {status})")
         if result and self._counters is not None:
             self._counters.add(remote_processes=result[0].docker_calls)  # type: ignore[attr-defined]
+        if result:
+            self.mark_collected()  # received: only now may the device call it collected
         return result[0] if result else None
 
     def collect(self, wait: float) -> Outcome | None:
@@ -126,6 +128,7 @@ class TxnClient:
         for ln in self._run(COLLECT, str(int(wait)), timeout=wait + 60):
             word, _, rest = ln.partition(" ")
             if word == "OUTCOME":
+                self.mark_collected()
                 return Outcome.parse(rest)
         return None
 
@@ -161,10 +164,13 @@ def _stream(session, command: str, stdin: bytes, timeout: float, on_line: Callab
                 chan.recv_stderr(65536)
             if chan.exit_status_ready() and not chan.recv_ready():
                 break
-            if chan.closed or (chan.eof_received and not chan.recv_ready()):
-                if not chan.exit_status_ready():
-                    raise SSHError(name, "connection lost while following the device transaction")
-                break
+            if chan.eof_received and not chan.recv_ready():
+                # the exit status follows the EOF in its own message: wait for it
+                if chan.status_event.wait(min(30.0, max(0.0, deadline - time.monotonic()))):
+                    break
+                raise SSHError(name, "connection lost while following the device transaction")
+            if chan.closed:
+                raise SSHError(name, "connection lost while following the device transaction")
             if time.monotonic() > deadline:
                 raise SSHError(name, f"no end of the device transaction after {timeout:.0f} s")
             if not session.transport.is_active():
