@@ -69,6 +69,18 @@ def _list(key: str) -> Converter:
     return conv
 
 
+def _caps(key: str) -> Converter:
+    """Capabilities as the docker CLI sends them (``NormalizeCapabilities``): upper case,
+    ``CAP_`` prefixed, ``ALL`` as it is."""
+    def conv(ctx, kp, value, svc):
+        out = []
+        for cap in _strings(ctx, kp, value):
+            cap = cap.strip().upper()
+            out.append(cap if cap == "ALL" or cap.startswith("CAP_") else "CAP_" + cap)
+        return {key: tuple(dict.fromkeys(out))}
+    return conv
+
+
 def _flag(key: str) -> Converter:
     def conv(ctx, kp, value, svc):
         return {key: _bool(ctx, kp, value)}
@@ -240,8 +252,8 @@ CONVERTERS: dict[str, Converter] = {
     "volumes": _volumes,
     "tmpfs": _tmpfs,
     "devices": _devices,
-    "cap_add": _list("cap_add"),
-    "cap_drop": _list("cap_drop"),
+    "cap_add": _caps("cap_add"),
+    "cap_drop": _caps("cap_drop"),
     "group_add": _group_add,
     "privileged": _flag("privileged"),
     "user": _string("user"),
