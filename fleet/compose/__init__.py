@@ -13,7 +13,7 @@ docs/compose.md lists every key, its CLI flag and API field, and the keys refuse
 
 from fleet.compose.bridge import as_service, service_from_container
 from fleet.compose.interpolate import InterpolationError, MissingRequired, substitute
-from fleet.compose.load import ComposeFile, load_compose
+from fleet.compose.load import ComposeFile, compose_of_playbook, load_compose
 from fleet.compose.model import (
     DEFAULT_LOGGING,
     BuildSpec,
@@ -42,7 +42,7 @@ from fleet.compose.stack import (
 
 __all__ = [
     "as_service", "service_from_container", "InterpolationError", "MissingRequired", "substitute",
-    "ComposeFile", "load_compose", "DEFAULT_LOGGING", "BuildSpec", "Dependency", "Healthcheck", "Logging",
+    "ComposeFile", "load_compose", "compose_of_playbook", "DEFAULT_LOGGING", "BuildSpec", "Dependency", "Healthcheck", "Logging",
     "Mount", "NetworkAttachment", "NetworkSpec", "ServiceSpec", "Ulimit", "VolumeSpec", "is_secret_name",
     "MASK", "DeviceValues", "ResolvedStack", "VariableValue", "device_lookup", "healthy_before", "resolve",
     "resolve_fleet", "start_order",

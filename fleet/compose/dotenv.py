@@ -52,10 +52,12 @@ class EnvFile:
     def variables(self) -> list[str]:
         """Names the file takes from the device's variables (inherited or interpolated)."""
         names: list[str] = []
+        defined: set[str] = set()
         for e in self.entries:
             for n in ([e.name] if e.kind == "inherit" else variables_in(e.text) if e.kind == "expand" else []):
-                if n not in names:
+                if n not in names and n not in defined:
                     names.append(n)
+            defined.add(e.name)
         return names
 
     def resolve(self, lookup: Lookup) -> dict[str, str]:

@@ -29,7 +29,7 @@ from fleet.compose.schema import Deferred, check_schema, check_supported
 from fleet.errors import InputFileError
 from fleet.yamlfile import BoundedLoader, KeyPath, LocatedDocument, load_located
 
-__all__ = ["ComposeLoader", "ComposeFile", "load_compose", "mark_deferred", "project_name"]
+__all__ = ["ComposeLoader", "ComposeFile", "load_compose", "compose_of_playbook", "mark_deferred", "project_name"]
 
 
 class ComposeLoader(BoundedLoader):
@@ -180,6 +180,11 @@ def load_compose(path: str | Path, project: str, environ: Mapping[str, str] | No
     doc = load_located(path, loader_class=ComposeLoader)
     if not isinstance(doc.data, dict):
         raise doc.error((), "a Compose file is a mapping with a services: key")
+    for kp, text in _strings(doc.data):  # template syntax: an error now, not per device
+        try:
+            interp.substitute(text, lambda n: "x")
+        except interp.InterpolationError as e:
+            raise doc.error(kp, str(e)) from None
     marked = mark_deferred(doc.data)
     check_schema(doc, marked)
     check_supported(doc, doc.data)
@@ -277,3 +282,30 @@ def _strict(doc: LocatedDocument, environ: Mapping[str, str]):
         raise doc.error(kp, f"variable {name} is not set in the controller's environment (this value is the "
                             "same for every device, so it is not read from the inventory)")
     return unset
+
+
+def compose_of_playbook(doc: LocatedDocument, top: Mapping[str, Any], name: str,
+                        environ: Mapping[str, str]) -> ComposeFile:
+    """A playbook's ``compose: FILE`` (``top``: the playbook's mapping, ``doc`` its located
+    document): the stack replaces ``image``, ``source`` and ``container`` (an error to
+    give them too), a service's health check is its ``healthcheck:`` (``health.command``
+    and ``health.http`` refused). FILE is relative to the playbook's folder."""
+    for key in ("image", "source", "container"):
+        if key in top:
+            raise doc.error((key,), "cannot be used with compose: (the Compose file's services name their images, "
+                                    "build: there replaces source:, and each service says how it runs)")
+    health = top.get("health")
+    for key in ("command", "http"):
+        if isinstance(health, dict) and key in health:
+            raise doc.error(("health", key), "with compose:, each service's health check is its healthcheck: in "
+                                             "the Compose file")
+    raw = top["compose"]
+    if not isinstance(raw, str) or not raw.strip():
+        raise doc.error(("compose",), "must be the path of a Compose file")
+    text = interp.substitute(raw, lambda n: environ.get(n))
+    path = Path(os.path.expanduser(text))
+    if not path.is_absolute():
+        path = Path(doc.path).resolve().parent / path
+    if not path.is_file():
+        raise doc.error(("compose",), f"{path} is not a file")
+    return load_compose(path, name, environ)

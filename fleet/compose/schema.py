@@ -66,17 +66,15 @@ def _waits(err) -> bool:
 
 
 def _specific(err):
-    """The most telling error below a oneOf/anyOf failure (jsonschema's ``best_match``)."""
-    from jsonschema.exceptions import best_match
-
+    """The most telling error below a oneOf/anyOf failure: a branch that fails only on
+    its type is no help ("not an array" for a mapping); of the others, the deepest."""
     while err.validator in ("oneOf", "anyOf") and err.context:
-        deeper = best_match(err.context)
-        if deeper is None or deeper is err:
+        here = list(err.absolute_path)
+        candidates = [e for e in err.context
+                      if not (e.validator == "type" and list(e.absolute_path) == here) and not _waits(e)]
+        if not candidates:
             break
-        # a branch of a different type is no help: "expected a list" for a mapping
-        if deeper.validator == "type" and list(deeper.absolute_path) == list(err.absolute_path):
-            break
-        err = deeper
+        err = max(candidates, key=lambda e: len(e.absolute_path))
     return err
 
 
