@@ -302,3 +302,13 @@ def test_playbook_container_form_is_unchanged(tmp_path):
     assert p.compose is None and p.container.env == {"A": "1"}
     s = p.container.to_service()
     assert s.volumes == ("/srv:/data:ro",) and s.logging is None and s.env == {"A": "1"}
+
+
+def test_docs_name_every_supported_and_refused_key():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "compose.md").read_text()
+    supported, refused = docs.split("## Services: supported keys")[1].split("## Keys fleet refuses")
+    props = set(compose_schema()["definitions"]["service"]["properties"])
+    for key in SUPPORTED[("services", "*")]:
+        assert f"| `{key}`" in supported or f"`{key}`" in supported.split("\n| key")[1], key
+    for key in props - SUPPORTED[("services", "*")]:
+        assert f"`{key}`" in refused, key
