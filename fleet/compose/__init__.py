@@ -6,6 +6,8 @@
   values interpolated from the device's inventory variables, then the controller's
   environment; services as :class:`ServiceSpec`;
 * :func:`start_order`, :func:`healthy_before`: ``depends_on``;
+* :func:`ensure_stack_objects`: a device's networks and named volumes, created when
+  missing (never removed);
 * :func:`service_from_container`: a playbook's ``container:`` as a ServiceSpec.
 
 docs/compose.md lists every key, its CLI flag and API field, and the keys refused.
@@ -28,6 +30,7 @@ from fleet.compose.model import (
     VolumeSpec,
     is_secret_name,
 )
+from fleet.compose.provision import StackObject, ensure_stack_objects
 from fleet.compose.stack import (
     MASK,
     DeviceValues,
@@ -45,5 +48,5 @@ __all__ = [
     "ComposeFile", "load_compose", "compose_of_playbook", "DEFAULT_LOGGING", "BuildSpec", "Dependency", "Healthcheck", "Logging",
     "Mount", "NetworkAttachment", "NetworkSpec", "ServiceSpec", "Ulimit", "VolumeSpec", "is_secret_name",
     "MASK", "DeviceValues", "ResolvedStack", "VariableValue", "device_lookup", "healthy_before", "resolve",
-    "resolve_fleet", "start_order",
+    "resolve_fleet", "start_order", "StackObject", "ensure_stack_objects",
 ]

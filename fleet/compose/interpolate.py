@@ -34,11 +34,11 @@ __all__ = ["Lookup", "InterpolationError", "MissingRequired", "InvalidTemplate",
 Lookup = Callable[[str], "str | None"]
 
 # compose-go template.go: delimiter, substitutionNamed, substitutionBraced and the
-# escaped|named|braced|invalid pattern, verbatim (Go's (?i:...) is Python's too).
+# escaped|named|braced|invalid pattern (Go's (?i:...) is Python's too). The operator of a
+# braced expression is the one right after its name: compose-go's
+# getSubstitutionFunctionForTemplate picks the operator that occurs first in the match,
+# and nothing before the name's end can be one.
 _NAMED = r"[_a-z][_a-z0-9]*"
-_BRACED = r"[_a-z][_a-z0-9]*(?::?[-+?](.*))?"
-_PATTERN = re.compile(
-    r"\$(?i:(?P<escaped>\$)|(?P<named>" + _NAMED + r")|{(?:(?P<braced>" + _BRACED + r")}|(?P<invalid>)))")
 
 # Every name a string refers to, nested defaults included (a scan, not an evaluation:
 # `${A:+${B}}` names B even when A is unset).
@@ -81,30 +81,26 @@ def _first_closing_brace(s: str) -> int:
     return -1
 
 
-def _operator(template: str) -> str:
-    # getSubstitutionFunctionForTemplate: the operator that appears first in the match
-    # (Go's sort.Slice over this table; ties cannot occur for distinct positions)
-    found = [(template.find(op), n, op) for n, op in enumerate((":?", "?", ":-", "-", ":+", "+"))]
-    present = sorted((i, n, op) for i, n, op in found if i >= 0)
-    return present[0][2] if present else ":?"
+#: Deepest nesting of defaults (``${A:-${B:-...}}``) interpolated.
+MAX_NESTING = 50
 
 
-def _apply(op: str, substitution: str, lookup: Lookup, on_unset) -> tuple[str, bool]:
+def _apply(op: str, substitution: str, lookup: Lookup, on_unset, depth: int) -> tuple[str, bool]:
     if op not in substitution:
         return "", False
     name, _, rest = substitution.partition(op)
     value = lookup(name)
     if op in (":?", "?"):
         if value is None or (op == ":?" and value == ""):
-            raise MissingRequired(name, substitute(rest, lookup, on_unset))
+            raise MissingRequired(name, _substitute(rest, lookup, on_unset, depth + 1))
         return value, True
     if op in (":-", "-"):
         if value is None or (op == ":-" and value == ""):
-            return substitute(rest, lookup, on_unset), True
+            return _substitute(rest, lookup, on_unset, depth + 1), True
         return value, True
     # ":+", "+"
     if value is not None and (op == "+" or value != ""):
-        return substitute(rest, lookup, on_unset), True
+        return _substitute(rest, lookup, on_unset, depth + 1), True
     return value or "", True
 
 
@@ -113,48 +109,74 @@ def substitute(template: str, lookup: Lookup, on_unset: Callable[[str], None] | 
 
     ``on_unset(name)`` is called for a variable that is unset and has no default (it
     becomes ""). Raises :class:`MissingRequired` (``:?``/``?`` without a value) or
-    :class:`InvalidTemplate` (``${`` not followed by a valid expression): the first
-    error of the string, as compose-go.
+    :class:`InvalidTemplate` (``${`` not followed by a valid expression, or defaults
+    nested more than :data:`MAX_NESTING` deep): the first error of the string, as
+    compose-go.
     """
+    try:
+        return _substitute(template, lookup, on_unset, 0)
+    except InvalidTemplate as e:
+        if not e.template:
+            raise InvalidTemplate(template) from None
+        raise
+
+
+# The start of each match of compose-go's pattern, without its greedy tail: there, a braced
+# expression with an operator extends to the last "}" of its line (".*" stops at a line
+# break); that end is found once per line below, keeping the scan linear in the length.
+_HEAD = re.compile(
+    r"\$(?i:(?P<escaped>\$)|(?P<named>" + _NAMED + r")|{(?:(?P<braced>[_a-z][_a-z0-9]*)(?P<op>:?[-+?])?)?)")
+
+
+def _substitute(template: str, lookup: Lookup, on_unset, depth: int) -> str:
+    # compose-go's ReplaceAllStringFunc, whose replacement interpolates the text after a
+    # braced expression's closing brace recursively: here a loop that continues there
+    # (the same result, without a recursion as deep as the string is long)
     if "$" not in template:
         return template
-    errors: list[InterpolationError] = []
-
-    def replace(m: re.Match) -> str:
-        try:
-            return _replacement(m.group(0), lookup, on_unset)
-        except InterpolationError as e:
-            if isinstance(e, InvalidTemplate) and not e.template:
-                e = InvalidTemplate(template)
-            errors.append(e)
-            return ""
-
-    out = _PATTERN.sub(replace, template)
-    if errors:
-        raise errors[0]
-    return out
-
-
-def _replacement(substring: str, lookup: Lookup, on_unset) -> str:
-    op = _operator(substring)
-    closing = _first_closing_brace(substring)
-    rest = ""
-    if closing > -1:
-        rest = substring[closing + 1:]
-        substring = substring[:closing + 1]
-    m = _PATTERN.fullmatch(substring) or _PATTERN.match(substring)
-    if m is None:  # compose-go's FindStringSubmatch finds nothing: every group empty
-        raise InvalidTemplate("")
-    if m.group("escaped"):
-        return m.group("escaped")
-    name = m.group("named")
-    if not name:
-        name = m.group("braced") or ""
+    if depth > MAX_NESTING:
+        raise InvalidTemplate(template[:80] + f"... (defaults nested more than {MAX_NESTING} deep)")
+    out: list[str] = []
+    pos = 0
+    last_brace: dict[int, int] = {}  # line end -> index of the line's last "}"
+    while True:
+        m = _HEAD.search(template, pos)
+        if m is None:
+            out.append(template[pos:])
+            return "".join(out)
+        out.append(template[pos:m.start()])
+        pos = m.end()
+        if m.group("escaped"):
+            out.append("$")
+            continue
+        if m.group("named"):
+            out.append(_value(m.group("named"), lookup, on_unset))
+            continue
+        name, op = m.group("braced"), m.group("op")
         if not name:
             raise InvalidTemplate("")
-        value, applied = _apply(op, name, lookup, on_unset)
-        if applied:
-            return value + substitute(rest, lookup, on_unset)
+        if not op:
+            if template.startswith("}", pos):  # ${NAME}
+                out.append(_value(name, lookup, on_unset))
+                pos += 1
+                continue
+            raise InvalidTemplate("")
+        line_end = template.find("\n", pos)
+        line_end = len(template) if line_end < 0 else line_end
+        if line_end not in last_brace:
+            last_brace[line_end] = template.rfind("}", 0, line_end)
+        end = last_brace[line_end]
+        if end < pos:  # no "}" after the operator on this line: not a braced expression
+            raise InvalidTemplate("")
+        full = template[m.start():end + 1]
+        closing = _first_closing_brace(full)
+        cut = full if closing < 0 else full[:closing + 1]
+        value, _ = _apply(op, cut[2:-1], lookup, on_unset, depth)
+        out.append(value)
+        pos = m.start() + len(cut)
+
+
+def _value(name: str, lookup: Lookup, on_unset) -> str:
     value = lookup(name)
     if value is None:
         if on_unset is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.compose import ServiceSpec, load_compose, resolve
+from fleet.compose import ServiceSpec, ensure_stack_objects, load_compose, resolve
 from fleet.engine import EngineError
 from fleet.engine.api import ApiEngine
 from fleet.engine.cli import CliEngine
@@ -113,12 +113,17 @@ def test_same_service_both_ways(dock_sshd, busybox_image, made):
         cli = CliEngine(s, "dev")
         for net in stack.networks.values():
             assert api.network(net.name) is None and cli.network(net.name) is None
-            api.create_network(net.name, driver=net.driver, options=net.driver_opts,
-                               labels={**net.labels, "io.fleet.app": project}, internal=net.internal)
         for vol in stack.volumes.values():
             assert cli.volume(vol.name) is None
-            cli.create_volume(vol.name, driver=vol.driver, options=vol.driver_opts, labels=vol.labels)
-            assert api.volume(vol.name).labels == {"com.example.keep": "yes"}
+        created = ensure_stack_objects(api, stack)
+        assert [(o.kind, o.key, o.action) for o in created] == [
+            ("network", "front", "created"), ("network", "back", "created"), ("volume", "data", "created")]
+        assert [o.action for o in ensure_stack_objects(cli, stack)] == ["exists"] * 3
+        front = cli.network(f"{project}_front")
+        assert front.labels == {"com.example.role": "front", "io.fleet.app": project, "io.fleet.network": "front"}
+        assert api.network(f"{project}_back").internal is True
+        assert api.volume(f"{project}_data").labels == {"com.example.keep": "yes", "io.fleet.app": project,
+                                                        "io.fleet.volume": "data"}
 
         api_id = api.create_container(api_name, spec.image, spec, labels)
         cli_id = cli.create_container(cli_name, spec.image, spec, labels)

@@ -131,3 +131,24 @@ def test_unset_is_reported_only_when_used():
 def test_variables_are_found_without_evaluating():
     assert variables_in("${A:+${B}} $C $$D ${E:?x} $$$F") == ["A", "B", "C", "E", "F"]
     assert has_variables("${A}") and has_variables("${") and not has_variables("$$A and $1")
+
+
+def test_bounded_on_long_and_deep_input():
+    """compose-go interpolates the text after each braced default recursively; here it is
+    a loop, so a long value cannot exhaust Python's stack, and nesting is capped."""
+    import time
+
+    start = time.monotonic()
+    assert sub("${a:-x}" * 100_000) == "x" * 100_000
+    assert time.monotonic() - start < 10
+    with pytest.raises(InvalidTemplate, match="nested more than 50 deep"):
+        sub("${a:-" * 60 + "x" + "}" * 60)
+    assert sub("${a:-" * 10 + "x" + "}" * 10) == "x"
+
+
+def test_line_breaks_as_compose_go_regexp():
+    """Go's "." stops at a line break: a braced default cannot span lines."""
+    assert sub("${A:-x}\n${B:-y}\n$FOO") == "x\ny\nfirst"
+    with pytest.raises(InvalidTemplate):
+        sub("${A:-x\ny}")
+    assert sub("${A:-{x}}} tail}") == "{x}} tail}"

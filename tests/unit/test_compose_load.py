@@ -312,3 +312,51 @@ def test_docs_name_every_supported_and_refused_key():
         assert f"| `{key}`" in supported or f"`{key}`" in supported.split("\n| key")[1], key
     for key in props - SUPPORTED[("services", "*")]:
         assert f"`{key}`" in refused, key
+
+
+def test_stack_objects_created_once_and_externals_must_exist(tmp_path):
+    """Pure decision on an in-memory engine: create what is missing, with fleet's labels;
+    an external network or volume that is missing fails the device."""
+    from fleet.compose import ensure_stack_objects
+    from fleet.engine import EngineError
+
+    class Engine:
+        device = "d"
+
+        def __init__(self):
+            self.nets, self.vols = {"shared": {}}, {}
+
+        def network(self, name):
+            return self.nets.get(name)
+
+        def create_network(self, name, **kw):
+            self.nets[name] = kw
+
+        def volume(self, name):
+            return self.vols.get(name)
+
+        def create_volume(self, name, **kw):
+            self.vols[name] = kw
+
+    c = load(tmp_path, """
+        services:
+          a: {image: x, networks: [own, shared], volumes: ['data:/d', 'old:/o']}
+        networks:
+          own: {driver: bridge}
+          shared: {external: true}
+        volumes:
+          data:
+          old: {external: true, name: legacy}
+    """)
+    stack = resolve(c, device="d", lookup={}.get)
+    eng = Engine()
+    with pytest.raises(EngineError, match="external volume 'legacy' \\(volumes.old\\) does not exist"):
+        ensure_stack_objects(eng, stack)
+    assert eng.nets == {"shared": {}} and eng.vols == {}     # nothing created on a device that lacks one
+    eng.vols["legacy"] = {}
+    done = ensure_stack_objects(eng, stack)
+    assert [(o.name, o.action) for o in done] == [("app_own", "created"), ("shared", "exists"),
+                                                   ("app_data", "created"), ("legacy", "exists")]
+    assert eng.nets["app_own"]["labels"] == {"io.fleet.app": "app", "io.fleet.network": "own"}
+    assert eng.nets["app_own"]["driver"] == "bridge"
+    assert [o.action for o in ensure_stack_objects(eng, stack)] == ["exists"] * 4
