@@ -15,6 +15,8 @@ Shape (keys of the publish stage, then the deploy stage's ``container`` and ``he
       docker_config: ~/.docker/config.json         # the Docker config (default when no *_env)
       insecure: false                              # plain HTTP: only for a registry you name
       ca: certs/ca.crt                             # extra CA bundle for TLS
+    compose: docker-compose.yml                    # instead of image/source/container: a Compose
+                                                   # stack (docs/compose.md, fleet.compose)
     container:                                     # optional: how each device runs it
       name: hello                                  # default: the playbook's name
       command: [--port, "8080"]                    # list, or a string split like a shell
@@ -53,12 +55,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from fleet.errors import UsageError
 from fleet.platform import Platform
 from fleet.rollout import BatchSize, RolloutSpec, parse_batch
 from fleet.yamlfile import KeyPath, LocatedDocument, load_located
+
+if TYPE_CHECKING:
+    from fleet.compose import ComposeFile, ServiceSpec
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -125,6 +130,13 @@ class ContainerSpec:
     network_mode: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def to_service(self) -> "ServiceSpec":
+        """This container as a one-service stack's :class:`fleet.compose.ServiceSpec` (the
+        one mapping the engines know; :func:`fleet.compose.service_from_container`)."""
+        from fleet.compose import service_from_container
+
+        return service_from_container(self)
+
 
 @dataclass(frozen=True)
 class HealthSpec:
@@ -143,18 +155,22 @@ class HealthSpec:
 @dataclass(frozen=True)
 class Playbook:
     """A validated playbook. ``platforms`` is ``"auto"`` or a tuple of Platforms;
-    ``container``/``health`` say how devices run the image (defaults when absent)."""
+    ``container``/``health`` say how devices run the image (defaults when absent).
+    With ``compose`` (a :class:`fleet.compose.ComposeFile`), ``image`` and ``source`` are
+    None: each service names its image, and ``build:`` in the Compose file replaces
+    ``source:``."""
 
     path: Path
     name: str
-    image: str
-    source: Source
+    image: str | None
+    source: Source | None
     platforms: str | tuple[Platform, ...]
     registry: RegistrySettings
     document: LocatedDocument = field(repr=False, compare=False)
     container: ContainerSpec | None = None
     health: HealthSpec = field(default_factory=HealthSpec)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    compose: "ComposeFile | None" = None
 
     @property
     def container_spec(self) -> ContainerSpec:
@@ -537,21 +553,32 @@ def _rollout(v: "_Validator", value: Any) -> RolloutSpec:
                        on_failure=on_failure, keep_images=2 if keep is None else int(keep))
 
 
-TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry", "container", "health", "rollout"}
+TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry", "container", "health", "rollout", "compose"}
 
 
 def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) -> Playbook:
     """Read and validate a playbook.
 
-    ``environ`` (default ``os.environ``) supplies ``${VAR}`` / ``${VAR:-default}`` values.
-    Raises InputFileError naming file, line and key for any invalid content.
+    ``environ`` (default ``os.environ``) supplies ``${VAR}`` / ``${VAR:-default}`` values
+    (with ``compose:``, the values that are the same for every device: the services'
+    ``image`` and ``build``; per-device values come later, :func:`fleet.compose.resolve`).
+    Raises InputFileError naming file, line and key for any invalid content (of the
+    Compose file too).
     """
     doc = load_located(path)
     v = _Validator(doc, os.environ if environ is None else environ)
-    top = v.mapping(doc.data, (), TOP_LEVEL_KEYS, {"name", "image", "source"})
+    stack = isinstance(doc.data, dict) and "compose" in doc.data
+    top = v.mapping(doc.data, (), TOP_LEVEL_KEYS, {"name", "compose"} if stack else {"name", "image", "source"})
     name = v.string(top["name"], ("name",))
     if not _NAME_RE.fullmatch(name):
         raise v.fail(("name",), "must match [a-z0-9][a-z0-9_.-]* (it names containers and reports)")
+    if stack:
+        from fleet.compose import compose_of_playbook
+
+        return Playbook(path=Path(doc.path), name=name, image=None, source=None,
+                        platforms=v.platforms(top.get("platforms")), registry=v.registry(top.get("registry")),
+                        document=doc, health=_health(v, top.get("health")), rollout=_rollout(v, top.get("rollout")),
+                        compose=compose_of_playbook(doc, top, name, v.environ))
     image = v.string(top["image"], ("image",), expand=True)
     if "@" in image:
         raise v.fail(("image",), "must be a tag (registry/repository:tag), not a digest: publishing pushes a tag")

@@ -303,18 +303,21 @@ def _construct(node: yaml.Node, keypath: KeyPath, lines: dict[KeyPath, int], loa
     return loader.construct_object(node, deep=True)
 
 
-def load_located(path: str | Path, max_bytes: int = MAX_INPUT_BYTES) -> LocatedDocument:
+def load_located(path: str | Path, max_bytes: int = MAX_INPUT_BYTES,
+                 loader_class: type[BoundedLoader] = BoundedLoader) -> LocatedDocument:
     """Parse the single YAML document in ``path`` with its line numbers.
 
     The file is read with :func:`read_input` (regular file, at most ``max_bytes``; pass
-    :data:`MAX_FACTS_BYTES` for facts files) and parsed with :class:`BoundedLoader`.
+    :data:`MAX_FACTS_BYTES` for facts files) and parsed with :class:`BoundedLoader` (or
+    ``loader_class``, a subclass of it with other scalar resolvers: Compose files are
+    read as YAML 1.2, :mod:`fleet.compose.load`).
     Raises InputFileError (file and line) for unreadable files, YAML syntax errors,
     excessive nesting or alias expansion, non-scalar and duplicate keys; an empty file
     gives ``data=None``.
     """
     p = str(path)
     text = read_input(p, max_bytes)
-    loader = BoundedLoader(text)
+    loader = loader_class(text)
     loader.name = p
     try:
         node = loader.get_single_node()

@@ -21,12 +21,13 @@ from fleet.engine.state import (
     ImageSummary,
 )
 from fleet.engine.state import __all__ as _state_all
+from fleet.engine.objects import NetworkState, VolumeState
 from fleet.platform import Platform
 
 if TYPE_CHECKING:
     from fleet.registry import Credentials
 
-__all__ = [*_state_all, "Engine", "PullAuth"]
+__all__ = [*_state_all, "Engine", "PullAuth", "NetworkState", "VolumeState"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,9 @@ class PullAuth:
 
 
 class Engine(Protocol):
-    """One device's engine, as the stages use it. Lookups return None for "no such
-    image/container"; everything else raises :class:`fleet.engine.state.EngineError` with
+    """One device's engine, as the stages use it. ``create_container`` takes a
+    :class:`fleet.compose.ServiceSpec` or a playbook's ContainerSpec. Lookups return None
+    for "no such image/container/network/volume"; everything else raises :class:`fleet.engine.state.EngineError` with
     the engine's own message, or :class:`fleet.ssh.SSHError` when the connection fails."""
 
     device: str
@@ -65,6 +67,14 @@ class Engine(Protocol):
     def container(self, name: str) -> ContainerState | None: ...
     def create_container(self, name: str, image: str, spec, labels: Mapping[str, str], *,
                          platform: Platform | None = None) -> str: ...
+    # a Compose stack's networks and named volumes (fleet never removes a volume)
+    def network(self, name: str) -> NetworkState | None: ...
+    def create_network(self, name: str, *, driver: str | None = None, options: Mapping[str, str] | None = None,
+                       labels: Mapping[str, str] | None = None, internal: bool = False) -> str: ...
+    def connect_network(self, network: str, container: str, aliases: Sequence[str] = ()) -> None: ...
+    def volume(self, name: str) -> VolumeState | None: ...
+    def create_volume(self, name: str, *, driver: str | None = None, options: Mapping[str, str] | None = None,
+                      labels: Mapping[str, str] | None = None) -> str: ...
     def start(self, name: str) -> None: ...
     def stop(self, name: str, timeout_s: int = 10) -> None: ...
     def rename(self, old: str, new: str) -> None: ...

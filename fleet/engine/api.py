@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import docker
@@ -65,21 +65,24 @@ from fleet.engine.transport import (
 from fleet.engine.wire import (
     MIN_API_VERSION,
     _api_tuple,
+    create_body,
     demux_tail,
-    host_config_args,
     negotiate_api_version,
     parse_api_version,
     parse_pull_progress,
-    port_bindings,
     registry_auth,
     scrub,
     split_lines,
 )
 from fleet.log import TRACE, logger, redact_headers
 from fleet.platform import Platform
-from fleet.playbook import ContainerSpec
+from fleet.engine.objects import NetworkState, VolumeState, parse_network, parse_volume
 from fleet.registry import Reference
 from fleet.ssh import CommandTimeout, SSHError
+
+if TYPE_CHECKING:
+    from fleet.compose import ServiceSpec
+    from fleet.playbook import ContainerSpec
 
 __all__ = ["ApiEngine", "DeviceAPIClient", "EngineCounters", "EXEC_OUTPUT_MAX"]
 
@@ -409,35 +412,92 @@ class ApiEngine:
                 return None
             raise
 
-    def create_container(self, name: str, image: str, spec: ContainerSpec, labels: Mapping[str, str], *,
-                         platform: Platform | None = None) -> str:
-        """``POST /containers/create?name=NAME[&platform=P]`` from ``spec`` (the settings
-        :func:`fleet.engine.cli.create_args` gives the CLI: command, entrypoint as a whole
-        argv, env, ports, volumes, devices, restart, privileged, network_mode, and
-        ``spec.labels`` overlaid with ``labels``); returns the container ID. The
-        environment travels in the request body, never in a process's arguments."""
+    def create_container(self, name: str, image: str, spec: "ContainerSpec | ServiceSpec",
+                         labels: Mapping[str, str], *, platform: Platform | None = None) -> str:
+        """``POST /containers/create?name=NAME[&platform=P]`` with the body
+        :func:`fleet.engine.wire.create_body` makes of ``spec`` (a
+        :class:`fleet.compose.ServiceSpec`, or a playbook's ContainerSpec: the settings
+        :func:`fleet.engine.cli.create_args` gives the CLI), ``spec.labels`` overlaid with
+        ``labels``; a service on several networks is connected to the others right after
+        (``POST /networks/{id}/connect``). Returns the container ID. The environment travels
+        in the request body, never in a process's arguments."""
+        from fleet.compose import as_service
+
         self._negotiate()
         c = self._client
+        s = as_service(spec)
         try:
-            exposed, bindings = port_bindings(spec.ports)
+            body = create_body(s, image, labels)
         except ValueError as e:
             raise EngineError(self.device, f"create {name}", 0, str(e)) from None
+        params = {"name": name, **({"platform": str(platform)} if platform else {})}
 
         def go() -> dict[str, Any]:
-            host_config = c.create_host_config(**host_config_args(spec))
-            if bindings:
-                host_config["PortBindings"] = bindings
-            return c.create_container(
-                image, name=name, command=list(spec.command) if spec.command else None,
-                entrypoint=list(spec.entrypoint) if spec.entrypoint else None,
-                environment=[f"{k}={v}" for k, v in spec.env.items()] or None,
-                labels={**spec.labels, **labels} or None, ports=exposed or None, host_config=host_config,
-                platform=str(platform) if platform else None)
+            return c._result(c._post_json(c._url("/containers/create"), data=body, params=params), True)
 
         res = self._call(f"POST /containers/create ({name})", go)
         for w in res.get("Warnings") or ():
             log.info("%s: engine warning creating %s: %s", self.device, name, w)
+        if not s.network_mode:
+            for net in s.networks[1:]:
+                self.connect_network(net.network, name, net.aliases)
         return str(res.get("Id") or "")
+
+    # -- networks and volumes ---------------------------------------------------------------
+
+    def network(self, name: str) -> NetworkState | None:
+        """``GET /networks/{name}``, or None when there is no network of that exact name
+        (the engine also matches ID prefixes: those are not this network)."""
+        try:
+            state = parse_network(self._json(f"GET /networks/{name}", "GET", "/networks/{0}", name))
+        except EngineError as e:
+            if e.exit_status == 404:
+                return None
+            raise
+        return state if name in (state.name, state.id) else None
+
+    def create_network(self, name: str, *, driver: str | None = None, options: Mapping[str, str] | None = None,
+                       labels: Mapping[str, str] | None = None, internal: bool = False) -> str:
+        """``POST /networks/create`` (``CheckDuplicate``: an existing name is refused);
+        returns its ID."""
+        self._negotiate()
+        c = self._client
+        body = {"Name": name, "CheckDuplicate": True, "Driver": driver or "bridge", "Options": dict(options or {}),
+                "Labels": dict(labels or {}), "Internal": bool(internal)}
+        res = self._call(f"POST /networks/create ({name})",
+                         lambda: c._result(c._post_json(c._url("/networks/create"), data=body), True))
+        return str(res.get("Id") or "")
+
+    def connect_network(self, network: str, container: str, aliases: Sequence[str] = ()) -> None:
+        """``POST /networks/{network}/connect`` with the container's aliases there."""
+        self._negotiate()
+        c = self._client
+        body = {"Container": container, "EndpointConfig": {"Aliases": list(aliases)}}
+        self._call(f"POST /networks/{network}/connect",
+                   lambda: c._raise_for_status(c._post_json(c._url("/networks/{0}/connect", network), data=body)))
+
+    def volume(self, name: str) -> VolumeState | None:
+        """``GET /volumes/{name}``, or None when there is no such volume."""
+        try:
+            state = parse_volume(self._json(f"GET /volumes/{name}", "GET", "/volumes/{0}", name))
+        except EngineError as e:
+            if e.exit_status == 404:
+                return None
+            raise
+        return state if state.name == name else None
+
+    def create_volume(self, name: str, *, driver: str | None = None, options: Mapping[str, str] | None = None,
+                      labels: Mapping[str, str] | None = None) -> str:
+        """``POST /volumes/create``; returns its name. fleet never removes a volume."""
+        self._negotiate()
+        c = self._client
+        body = {"Name": name, "Driver": driver or "local", "DriverOpts": dict(options or {}),
+                "Labels": dict(labels or {})}
+        res = self._call(f"POST /volumes/create ({name})",
+                         lambda: c._result(c._post_json(c._url("/volumes/create"), data=body), True))
+        return str(res.get("Name") or name)
+
+    # -- containers (continued) ------------------------------------------------------------
 
     def start(self, name: str) -> None:
         self._negotiate()

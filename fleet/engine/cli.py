@@ -30,9 +30,11 @@ from fleet.engine.state import (
     parse_info,
     parse_version,
 )
+from fleet.engine.objects import NetworkState, VolumeState, parse_network, parse_volume
 from fleet.platform import Platform
 
 if TYPE_CHECKING:
+    from fleet.compose import ServiceSpec
     from fleet.engine import PullAuth
     from fleet.playbook import ContainerSpec
     from fleet.ssh import Session
@@ -73,39 +75,97 @@ else echo "neither wget nor curl on the device" >&2; exit 127; fi
 """
 
 
-def create_args(spec: "ContainerSpec", image: str, name: str, labels: Mapping[str, str], *,
+def create_args(spec: "ContainerSpec | ServiceSpec", image: str, name: str, labels: Mapping[str, str], *,
                 env_from_stdin: bool, platform: Platform | None = None) -> list[str]:
-    """``docker create`` arguments for ``spec`` (Docker CLI flags; ``docker run`` reference).
+    """``docker create`` arguments for ``spec`` (a :class:`fleet.compose.ServiceSpec`, or a
+    playbook's :class:`~fleet.playbook.ContainerSpec`, converted by
+    :func:`fleet.compose.as_service`); Docker CLI flags, ``docker run`` reference. The
+    same settings as :func:`fleet.engine.wire.create_body` (docs/compose.md lists each
+    flag beside its API field).
 
     A multi-word ``entrypoint`` becomes ``--entrypoint FIRST`` plus the rest in front of the
     command, as ``--entrypoint`` takes one executable. With ``env_from_stdin`` the
     environment is read from ``--env-file /proc/self/fd/0`` (sent on the SSH channel) so that
-    values never appear in a process's arguments on the device.
+    values never appear in a process's arguments on the device. Only the first of
+    ``spec.networks`` is joined here (``--network``, ``--network-alias``): Docker before 25
+    takes one network at create time; :meth:`CliEngine.create_container` connects the
+    others. A health check test in exec form (``CMD``) cannot be given to the CLI: it
+    becomes ``--health-cmd`` with each argument shell-quoted, run by ``/bin/sh`` in the
+    container (``CMD-SHELL``).
     """
+    from fleet.compose import as_service
+    from fleet.engine.wire import go_duration
+
+    s = as_service(spec)
     args = ["--name", name]
     if platform is not None:
         args += ["--platform", str(platform)]
-    if spec.env and env_from_stdin:
+    if s.env and env_from_stdin:
         args += ["--env-file", "/proc/self/fd/0"]
-    for p in spec.ports:
+    for p in s.ports:
         args += ["-p", p]
-    for v in spec.volumes:
-        args += ["-v", v]
-    for d in spec.devices:
+    for e in s.expose:
+        args += ["--expose", e]
+    for m in s.mounts:
+        args += ["-v", m.bind_string()]
+    for path, opts in s.tmpfs.items():
+        args += ["--tmpfs", f"{path}:{opts}" if opts else path]
+    for d in s.devices:
         args += ["--device", d]
-    if spec.restart:
-        args += ["--restart", spec.restart]
-    if spec.privileged:
+    for flag, values in (("--cap-add", s.cap_add), ("--cap-drop", s.cap_drop), ("--group-add", s.group_add),
+                         ("--add-host", s.extra_hosts), ("--security-opt", s.security_opt), ("--dns", s.dns)):
+        for v in values:
+            args += [flag, v]
+    for k, v in s.sysctls.items():
+        args += ["--sysctl", f"{k}={v}"]
+    for u in s.ulimits:
+        args += ["--ulimit", f"{u.name}={u.soft}:{u.hard}"]
+    if s.restart:
+        args += ["--restart", s.restart]
+    if s.privileged:
         args.append("--privileged")
-    if spec.network_mode:
-        args += ["--network", spec.network_mode]
-    for k, v in {**spec.labels, **labels}.items():
+    if s.read_only:
+        args.append("--read-only")
+    if s.init is not None:
+        args.append("--init" if s.init else "--init=false")
+    for flag, value in (("--user", s.user), ("--workdir", s.working_dir), ("--hostname", s.hostname),
+                        ("--stop-signal", s.stop_signal), ("--memory", s.mem_limit),
+                        ("--memory-reservation", s.mem_reservation), ("--memory-swap", s.memswap_limit),
+                        ("--shm-size", s.shm_size), ("--pids-limit", s.pids_limit), ("--cpus", s.cpus)):
+        if value is not None and value != "":
+            args += [flag, str(value)]
+    if s.stop_grace_period is not None:
+        args += ["--stop-timeout", str(int(s.stop_grace_period))]
+    if s.logging is not None:
+        if s.logging.driver:
+            args += ["--log-driver", s.logging.driver]
+        for k, v in s.logging.options.items():
+            args += ["--log-opt", f"{k}={v}"]
+    h = s.healthcheck
+    if h is not None:
+        if h.test and h.test[0] == "NONE":
+            args.append("--no-healthcheck")
+        elif h.test:
+            args += ["--health-cmd", h.test[1] if h.test[0] == "CMD-SHELL" else shlex.join(h.test[1:])]
+        for flag, value in (("--health-interval", h.interval), ("--health-timeout", h.timeout),
+                            ("--health-start-period", h.start_period), ("--health-start-interval", h.start_interval)):
+            if value is not None:
+                args += [flag, go_duration(value)]
+        if h.retries is not None:
+            args += ["--health-retries", str(h.retries)]
+    if s.network_mode:
+        args += ["--network", s.network_mode]
+    elif s.networks:
+        args += ["--network", s.networks[0].network]
+        for alias in s.networks[0].aliases:
+            args += ["--network-alias", alias]
+    for k, v in {**s.labels, **labels}.items():
         args += ["--label", f"{k}={v}"]
     tail: list[str] = []
-    if spec.entrypoint:
-        args += ["--entrypoint", spec.entrypoint[0]]
-        tail = list(spec.entrypoint[1:])
-    return args + [image] + tail + list(spec.command or ())
+    if s.entrypoint:
+        args += ["--entrypoint", s.entrypoint[0]]
+        tail = list(s.entrypoint[1:])
+    return args + [image] + tail + list(s.command or ())
 
 
 def env_file(env: Mapping[str, str]) -> bytes:
@@ -244,13 +304,81 @@ class CliEngine:
             raise EngineError(self.device, f"docker container inspect {name}", status, err or out)
         return parse_container(out)
 
-    def create_container(self, name: str, image: str, spec: "ContainerSpec", labels: Mapping[str, str], *,
-                         platform: Platform | None = None) -> str:
-        """``docker create`` container ``name`` from ``image`` with ``spec`` and ``labels``;
-        the environment goes on stdin. Returns the container ID."""
-        args = create_args(spec, image, name, labels, env_from_stdin=bool(spec.env), platform=platform)
-        _, out, _ = self.run(["create", *args], stdin=env_file(spec.env) if spec.env else None)
+    def create_container(self, name: str, image: str, spec: "ContainerSpec | ServiceSpec",
+                         labels: Mapping[str, str], *, platform: Platform | None = None) -> str:
+        """``docker create`` container ``name`` from ``image`` with ``spec`` (a
+        :class:`fleet.compose.ServiceSpec` or a playbook's ContainerSpec) and ``labels``;
+        the environment goes on stdin. A service on several networks is connected to the
+        others right after (``docker network connect --alias``). Returns the container ID."""
+        from fleet.compose import as_service
+
+        s = as_service(spec)
+        args = create_args(s, image, name, labels, env_from_stdin=bool(s.env), platform=platform)
+        _, out, _ = self.run(["create", *args], stdin=env_file(s.env) if s.env else None)
+        cid = out.strip().splitlines()[-1] if out.strip() else ""
+        if not s.network_mode:
+            for net in s.networks[1:]:
+                self.connect_network(net.network, name, net.aliases)
+        return cid
+
+    # -- networks and volumes ---------------------------------------------------------------
+
+    def network(self, name: str) -> NetworkState | None:
+        """``docker network inspect NAME``, or None when there is no network of that exact
+        name (the engine also matches ID prefixes: those are not this network)."""
+        status, out, err = self.run(["network", "inspect", name], check=False)
+        if status != 0:
+            text = (err + out).lower()
+            if "no such network" in text or "not found" in text:
+                return None
+            raise EngineError(self.device, f"docker network inspect {name}", status, err or out)
+        state = parse_network(out)
+        return state if name in (state.name, state.id) else None
+
+    def create_network(self, name: str, *, driver: str | None = None, options: Mapping[str, str] | None = None,
+                       labels: Mapping[str, str] | None = None, internal: bool = False) -> str:
+        """``docker network create`` (labels, driver and its options); returns its ID."""
+        args = ["network", "create"] + (["--driver", driver] if driver else [])
+        for k, v in (options or {}).items():
+            args += ["--opt", f"{k}={v}"]
+        for k, v in (labels or {}).items():
+            args += ["--label", f"{k}={v}"]
+        if internal:
+            args.append("--internal")
+        _, out, _ = self.run(args + [name])
         return out.strip().splitlines()[-1] if out.strip() else ""
+
+    def connect_network(self, network: str, container: str, aliases: Sequence[str] = ()) -> None:
+        """``docker network connect [--alias A]... NETWORK CONTAINER``."""
+        args = ["network", "connect"]
+        for a in aliases:
+            args += ["--alias", a]
+        self.run(args + [network, container])
+
+    def volume(self, name: str) -> VolumeState | None:
+        """``docker volume inspect NAME``, or None when there is no such volume."""
+        status, out, err = self.run(["volume", "inspect", name], check=False)
+        if status != 0:
+            text = (err + out).lower()
+            if "no such volume" in text or "not found" in text:
+                return None
+            raise EngineError(self.device, f"docker volume inspect {name}", status, err or out)
+        state = parse_volume(out)
+        return state if state.name == name else None
+
+    def create_volume(self, name: str, *, driver: str | None = None, options: Mapping[str, str] | None = None,
+                      labels: Mapping[str, str] | None = None) -> str:
+        """``docker volume create`` (labels, driver and its options); returns its name.
+        fleet never removes a volume."""
+        args = ["volume", "create"] + (["--driver", driver] if driver else [])
+        for k, v in (options or {}).items():
+            args += ["--opt", f"{k}={v}"]
+        for k, v in (labels or {}).items():
+            args += ["--label", f"{k}={v}"]
+        _, out, _ = self.run(args + [name])
+        return out.strip().splitlines()[-1] if out.strip() else name
+
+    # -- containers (continued) ------------------------------------------------------------
 
     def start(self, name: str) -> None:
         self.run(["start", name])

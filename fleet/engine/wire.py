@@ -3,9 +3,9 @@ puts in requests and reads from responses, unit-tested without an engine.
 
 * :func:`negotiate_api_version` - which API version to speak;
 * :func:`registry_auth` - the ``X-Registry-Auth`` object of a pull's credentials;
-* :func:`port_bindings`, :func:`host_config_args` - a playbook's ``container:`` settings
-  (:class:`fleet.playbook.ContainerSpec`, Docker CLI forms) as the create body's
-  ``ExposedPorts``/``HostConfig``;
+* :func:`port_bindings`, :func:`create_body` - a service's settings
+  (:class:`fleet.compose.ServiceSpec`, or a playbook's ``container:``) as the create body
+  (``Config`` fields, ``HostConfig``, ``NetworkingConfig``);
 * :func:`parse_pull_progress` - the pull's JSON progress stream, its error object;
 * :func:`demux` - the 8-byte-framed stdout/stderr stream of logs and exec.
 """
@@ -22,6 +22,7 @@ from fleet.engine.state import EngineVersion, parse_version
 
 if TYPE_CHECKING:
     from fleet.engine import PullAuth
+    from fleet.compose import ServiceSpec
     from fleet.playbook import ContainerSpec
 
 __all__ = [
@@ -31,7 +32,11 @@ __all__ = [
     "registry_auth",
     "scrub",
     "port_bindings",
-    "host_config_args",
+    "parse_device",
+    "nanoseconds",
+    "go_duration",
+    "exposed_ports",
+    "create_body",
     "parse_pull_progress",
     "split_lines",
     "demux",
@@ -173,22 +178,131 @@ def _restart_policy(restart: str | None) -> dict[str, Any] | None:
     return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
-def host_config_args(spec: "ContainerSpec") -> dict[str, Any]:
-    """Keyword arguments of docker-py's ``create_host_config`` for ``spec``: ``binds``
-    (``-v`` strings are the API's ``Binds`` strings), ``devices`` (parsed by docker-py as
-    the CLI's ``--device``), ``restart_policy``, ``privileged``, ``network_mode``.
-    Port bindings are set by :func:`port_bindings`."""
-    args: dict[str, Any] = {"privileged": bool(spec.privileged)}
-    if spec.volumes:
-        args["binds"] = list(spec.volumes)
-    if spec.devices:
-        args["devices"] = list(spec.devices)
-    policy = _restart_policy(spec.restart)
+_DEVICE_MODE = re.compile(r"^[rwm]{1,3}$")
+
+
+def parse_device(spec: str) -> dict[str, str]:
+    """A ``--device`` form as ``HostConfig.Devices`` entry, as the docker CLI's
+    ``parseDevice`` reads it: ``HOST``, ``HOST:CONTAINER``, ``HOST:PERMISSIONS`` (rwm),
+    ``HOST:CONTAINER:PERMISSIONS``; permissions default to ``rwm``."""
+    parts = spec.split(":")
+    host, ctr, perms = parts[0], parts[0], "rwm"
+    if len(parts) == 2:
+        if _DEVICE_MODE.match(parts[1]):
+            perms = parts[1]
+        else:
+            ctr = parts[1]
+    elif len(parts) == 3:
+        ctr, perms = parts[1], parts[2]
+    return {"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": perms}
+
+
+def nanoseconds(seconds: float) -> int:
+    """Seconds as the API's nanosecond durations (health check intervals)."""
+    return int(round(seconds * 1e9))
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as a Go duration the docker CLI parses (``30s``, ``1500ms``, ``1ns``...)."""
+    ns = nanoseconds(seconds)
+    for unit, size in (("h", 3600 * 10**9), ("m", 60 * 10**9), ("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if ns % size == 0 and ns:
+            return f"{ns // size}{unit}"
+    return f"{ns}ns"
+
+
+def exposed_ports(spec: "ServiceSpec") -> list[tuple[int, str]]:
+    """Container ports of ``ports`` and ``expose`` (a range expanded), each once."""
+    exposed, _ = port_bindings(spec.ports)
+    for item in spec.expose:
+        port, _, proto = item.partition("/")
+        low, _, high = port.partition("-")
+        for p in range(int(low), int(high or low) + 1):
+            if (p, proto or "tcp") not in exposed:
+                exposed.append((p, proto or "tcp"))
+    return exposed
+
+
+def create_body(spec: "ContainerSpec | ServiceSpec", image: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """The Engine API ``POST /containers/create`` body (Engine API 1.41 "ContainerCreate":
+    ``Config`` fields at the top, ``HostConfig``, ``NetworkingConfig``) for ``spec``
+    (:class:`fleet.playbook.ContainerSpec` is converted, :func:`fleet.compose.as_service`)
+    running ``image``, labelled ``spec.labels`` overlaid with ``labels``.
+
+    The same settings as :func:`fleet.engine.cli.create_args` gives the docker CLI, field
+    for field (docs/compose.md lists each); the first of ``spec.networks`` is joined at
+    create time (``NetworkMode`` and ``EndpointsConfig``), the others are connected after
+    (:meth:`fleet.engine.api.ApiEngine.create_container`). Raises ValueError for a
+    malformed port.
+    """
+    from fleet.compose import as_service
+
+    s = as_service(spec)
+    _, bindings = port_bindings(s.ports)
+    hc: dict[str, Any] = {"Privileged": bool(s.privileged)}
+    if s.mounts:
+        hc["Binds"] = [m.bind_string() for m in s.mounts]
+    if bindings:
+        hc["PortBindings"] = bindings
+    if s.devices:
+        hc["Devices"] = [parse_device(d) for d in s.devices]
+    policy = _restart_policy(s.restart)
     if policy:
-        args["restart_policy"] = policy
-    if spec.network_mode:
-        args["network_mode"] = spec.network_mode
-    return args
+        hc["RestartPolicy"] = policy
+    first = s.networks[0] if s.networks else None
+    hc["NetworkMode"] = s.network_mode or (first.network if first else "default")
+    for key, value in (("CapAdd", list(s.cap_add)), ("CapDrop", list(s.cap_drop)), ("GroupAdd", list(s.group_add)),
+                       ("Tmpfs", dict(s.tmpfs)), ("Sysctls", dict(s.sysctls)), ("ExtraHosts", list(s.extra_hosts)),
+                       ("SecurityOpt", list(s.security_opt)), ("Dns", list(s.dns)),
+                       ("Ulimits", [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in s.ulimits])):
+        if value:
+            hc[key] = value
+    if s.read_only:
+        hc["ReadonlyRootfs"] = True
+    for key, value in (("Memory", s.mem_limit), ("MemoryReservation", s.mem_reservation),
+                       ("MemorySwap", s.memswap_limit), ("ShmSize", s.shm_size), ("PidsLimit", s.pids_limit)):
+        if value is not None:
+            hc[key] = value
+    if s.cpus is not None:
+        hc["NanoCpus"] = int(round(s.cpus * 1e9))
+    if s.init is not None:
+        hc["Init"] = s.init
+    if s.logging is not None:
+        hc["LogConfig"] = {"Type": s.logging.driver or "", "Config": dict(s.logging.options)}
+    body: dict[str, Any] = {"Image": image, "HostConfig": hc}
+    if s.command:
+        body["Cmd"] = list(s.command)
+    if s.entrypoint:
+        body["Entrypoint"] = list(s.entrypoint)
+    if s.env:
+        body["Env"] = [f"{k}={v}" for k, v in s.env.items()]
+    all_labels = {**s.labels, **labels}
+    if all_labels:
+        body["Labels"] = all_labels
+    exposed = exposed_ports(s)
+    if exposed:
+        body["ExposedPorts"] = {f"{p}/{proto}": {} for p, proto in exposed}
+    for key, value in (("Hostname", s.hostname), ("User", s.user), ("WorkingDir", s.working_dir),
+                       ("StopSignal", s.stop_signal)):
+        if value:
+            body[key] = value
+    if s.stop_grace_period is not None:
+        body["StopTimeout"] = int(s.stop_grace_period)  # whole seconds, as docker compose
+    if s.healthcheck is not None:
+        h = s.healthcheck
+        check: dict[str, Any] = {}
+        if h.test:
+            check["Test"] = list(h.test)
+        for key, value in (("Interval", h.interval), ("Timeout", h.timeout), ("StartPeriod", h.start_period),
+                           ("StartInterval", h.start_interval)):
+            if value is not None:
+                check[key] = nanoseconds(value)
+        if h.retries is not None:
+            check["Retries"] = h.retries
+        body["Healthcheck"] = check
+    if first is not None:
+        body["NetworkingConfig"] = {"EndpointsConfig": {first.network: {"Aliases": list(first.aliases)}}}
+    return body
 
 
 # ------------------------------------------------------------------- streams

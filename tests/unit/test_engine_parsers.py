@@ -23,7 +23,7 @@ from fleet.engine.transport import EngineCounters, dial_stdio_command, socket_pa
 from fleet.engine.wire import (
     demux,
     demux_tail,
-    host_config_args,
+    create_body,
     negotiate_api_version,
     parse_api_version,
     parse_pull_progress,
@@ -112,7 +112,7 @@ def test_create_mapping_matches_the_docker_cli_twin():
         assert hc["PortBindings"] == bindings
         assert doc["Config"]["ExposedPorts"] == {f"{p}/{proto}": {} for p, proto in exposed}
         assert sorted(hc["Binds"]) == sorted(TWIN_SPEC.volumes)
-        assert hc["RestartPolicy"] == host_config_args(TWIN_SPEC)["restart_policy"]
+        assert hc["RestartPolicy"] == create_body(TWIN_SPEC, "img", {})["HostConfig"]["RestartPolicy"]
         assert hc["Devices"] == [
             {"PathOnHost": "/dev/null", "PathInContainer": "/dev/fleet-null", "CgroupPermissions": "r"},
             {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/zero", "CgroupPermissions": "rwm"}]
@@ -140,11 +140,12 @@ def test_port_forms_refused(bad):
         port_bindings([bad])
 
 
-def test_host_config_args_defaults_and_settings():
-    assert host_config_args(ContainerSpec(name="a")) == {"privileged": False}
-    args = host_config_args(ContainerSpec(name="a", restart="always", privileged=True, network_mode="host"))
-    assert args == {"privileged": True, "restart_policy": {"Name": "always", "MaximumRetryCount": 0},
-                    "network_mode": "host"}
+def test_create_body_defaults_and_settings():
+    assert create_body(ContainerSpec(name="a"), "img", {}) == {
+        "Image": "img", "HostConfig": {"Privileged": False, "NetworkMode": "default"}}
+    body = create_body(ContainerSpec(name="a", restart="always", privileged=True, network_mode="host"), "img", {})
+    assert body["HostConfig"] == {"Privileged": True, "RestartPolicy": {"Name": "always", "MaximumRetryCount": 0},
+                                  "NetworkMode": "host"}
 
 
 # --------------------------------------------------------------------------- streams
