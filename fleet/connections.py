@@ -130,6 +130,11 @@ class Connections:
         for s in sessions:
             s.close()
 
+    @property
+    def aborted(self) -> bool:
+        """True once :meth:`abort` ran (a second Ctrl-C)."""
+        return self._aborted
+
     def abort(self) -> None:
         """Close every session now and refuse new ones (Ctrl-C): commands blocked on a
         device return with an error at once."""

@@ -6,8 +6,9 @@ writing at once both land (SQLite serializes the writers; readers never block). 
 written when it starts and each device's result as its batch ends, so a controller killed
 mid-rollout still leaves what it did.
 
-Tables: ``runs`` (one row per command run: id, kind, playbook, reference, index digest, who,
-where, when, summary, ok, why it stopped, the published index's entries as JSON) and
+Tables: ``runs`` (one row per command run: id, kind, playbook, app, reference, index digest,
+who, where, when, summary, ok, why it stopped, the published index's entries and every
+image of the app as JSON) and
 ``devices`` (one row per device and run: result, reason, batch, platforms, child and config
 digests, what it ran before).
 """
@@ -47,7 +48,8 @@ CREATE TABLE IF NOT EXISTS runs (
   summary TEXT,
   ok INTEGER,
   stopped TEXT,
-  publish TEXT
+  publish TEXT,
+  images TEXT
 );
 CREATE TABLE IF NOT EXISTS devices (
   run_id TEXT NOT NULL REFERENCES runs(id),
@@ -66,6 +68,10 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE INDEX IF NOT EXISTS devices_host ON devices(host);
 CREATE INDEX IF NOT EXISTS runs_app ON runs(app, started);
 """
+
+
+#: Columns added after the first release, in order: (table -> [(name, declaration)]).
+_COLUMNS = {"runs": [("publish", "TEXT"), ("images", "TEXT")]}
 
 
 def history_path() -> Path:
@@ -95,9 +101,24 @@ class History:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA busy_timeout=30000")
             self.db.executescript(_SCHEMA)  # idempotent; SQLite serializes concurrent creators
+            self._add_missing_columns()
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"{self.path}: cannot open the history database: {exc}") from None
         self.db.row_factory = sqlite3.Row
+
+    def _add_missing_columns(self) -> None:
+        """A file written by an older fleet gains the columns added since (``ALTER TABLE ADD
+        COLUMN``; old rows read NULL there). Two fleets upgrading at once: the loser's
+        "duplicate column" is ignored."""
+        for table, columns in _COLUMNS.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    try:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+                    except sqlite3.OperationalError as exc:
+                        if "duplicate column" not in str(exc):
+                            raise
 
     def __enter__(self) -> "History":
         return self
@@ -135,10 +156,12 @@ class History:
                  json.dumps(publish) if publish is not None else None))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        """Set ``index_digest``, ``reference``, ``finished``, ``summary``, ``ok``, ``stopped``
-        or ``publish`` (a dict) of a run."""
-        allowed = {"index_digest", "reference", "finished", "summary", "ok", "stopped", "publish"}
-        cols = {k: (json.dumps(v) if k == "publish" and v is not None else v) for k, v in fields.items() if k in allowed}
+        """Set ``index_digest``, ``reference``, ``finished``, ``summary``, ``ok``, ``stopped``,
+        ``publish`` (a dict) or ``images`` (a list: every image of the app and its index
+        digest) of a run."""
+        allowed = {"index_digest", "reference", "finished", "summary", "ok", "stopped", "publish", "images"}
+        cols = {k: (json.dumps(v) if k in ("publish", "images") and v is not None else v)
+                for k, v in fields.items() if k in allowed}
         if not cols:
             return
         with self._write():
@@ -176,6 +199,7 @@ class History:
             run = dict(row)
             run["ok"] = None if run["ok"] is None else bool(run["ok"])
             run["publish"] = json.loads(run["publish"]) if run["publish"] else None
+            run["images"] = json.loads(run["images"]) if run.get("images") else []
             dq = "SELECT * FROM devices WHERE run_id = ?" + (" AND host = ?" if device else "") + " ORDER BY batch, host"
             run["devices"] = [dict(d) for d in self.db.execute(dq, (run["id"], device) if device else (run["id"],))]
             out.append(run)

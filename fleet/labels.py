@@ -24,6 +24,8 @@ LABEL = {
     "config": "io.fleet.config-digest",
     "platform": "io.fleet.platform",
     "spec": "io.fleet.spec",
+    "app": "io.fleet.app",
+    "service": "io.fleet.service",
     "previous_deployment": "io.fleet.previous-deployment",
     "previous_index": "io.fleet.previous-index-digest",
     "previous_config": "io.fleet.previous-config-digest",

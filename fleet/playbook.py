@@ -72,11 +72,13 @@ _SECRET_KEYS = {"password", "token", "auth", "secret", "identitytoken", "registr
 
 @dataclass(frozen=True)
 class BuildSource:
-    """Build the context once per platform with the local engine."""
+    """Build the context once per platform with the local engine (``stage``: the
+    Dockerfile stage to build, Compose's ``build.target``; None: the last)."""
 
     context: Path
     dockerfile: str = "Dockerfile"
     args: Mapping[str, str] = field(default_factory=dict)
+    stage: str | None = None
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class DeviceReport:
     free_bytes: int | None = None
     needed_bytes: int | None = None
     cost: dict[str, Any] | None = None
+    services: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

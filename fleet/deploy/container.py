@@ -39,9 +39,10 @@ def spec_digest(spec: ContainerSpec) -> str:
 
 def deployment_labels(*, deployment: str, playbook: str, reference: str, repository: str, index_digest: str,
                       manifest_digest: str, config_digest: str, platform: str, spec_id: str,
-                      previous: ContainerState | None) -> dict[str, str]:
+                      previous: ContainerState | None, app: str = "", service: str = "") -> dict[str, str]:
     """The ``io.fleet.*`` labels of a container created by ``deployment``; ``previous``:
-    the container it replaces (its own labels become ``previous-*``)."""
+    the container it replaces (its own labels become ``previous-*``); ``app``/``service``:
+    the app it belongs to and its service in it."""
     labels = {
         LABEL["deployment"]: deployment,
         LABEL["playbook"]: playbook,
@@ -53,6 +54,10 @@ def deployment_labels(*, deployment: str, playbook: str, reference: str, reposit
         LABEL["platform"]: platform,
         LABEL["spec"]: spec_id,
     }
+    if app:
+        labels[LABEL["app"]] = app
+    if service:
+        labels[LABEL["service"]] = service
     if previous is not None:
         pl = previous.labels
         labels[LABEL["previous_deployment"]] = pl.get(LABEL["deployment"], "")

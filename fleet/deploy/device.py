@@ -1,121 +1,54 @@
-"""Deploy and verify on ONE device: observe, decide (pure), act.
+"""Deploy on ONE device: observe, decide (pure), act. The app is one or more containers
+(units: a playbook's ``container:``, or the services of a Compose stack) changed together.
 
 :func:`deploy_device` runs, in this order, so that a failure at any step leaves the device
 running what it ran before:
 
-1. observe the app's container, its image, the planned image and leftovers
+1. observe each unit's container, its image, the planned image and leftovers
    (:func:`fleet.deploy.view.observe`) and decide (:func:`fleet.deploy.decide.decide`):
-   unchanged devices are not touched;
-2. space check, then pull ``REPO@<index digest>`` (never the tag, which may move during a
-   rollout), with ``--platform`` where the engine would pick another entry;
-3. verify the pulled image against the planned entry (config digest, platform, layers): a
-   wrong child is never started;
-4. create ``NAME.new`` labelled with the deployment (:mod:`fleet.deploy.container`);
-5. take the app's lock on the device and start the device-side transaction
-   (:mod:`fleet.deploy.devicetxn`: swap, health check, commit, or roll back to the previous
-   container), which finishes by itself whatever happens to the controller or the link;
-   follow it to its outcome ("rolled-back" when the new release was unhealthy);
-6. verify what runs now.
+   when every unit already runs its planned child with its settings, nothing is touched;
+2. space check for what must be downloaded, then pull each ``REPO@<index digest>`` (never
+   a tag, which may move during a rollout), with ``--platform`` where the engine would
+   pick another entry; transient failures are retried;
+3. verify every pulled image against its planned entry (config digest, platform,
+   layers): a wrong child is never started;
+4. make the stack's networks and named volumes when missing (never removed), take the
+   app's lock on the device, create each changed unit as ``NAME.new`` labelled with the
+   deployment (:mod:`fleet.deploy.container`);
+5. start the device-side transaction (:mod:`fleet.deploy.devicetxn`: swap every changed
+   unit in start order, health-check them together, commit, or roll back all of them),
+   which finishes by itself whatever happens to the controller or the link; follow it to
+   its outcome ("rolled-back" when the new release was unhealthy);
+6. verify what runs now, and prune images older than the previous release.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from typing import Callable
 
 import tenacity
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
 
+from fleet.compose import ensure_stack_objects
 from fleet.deploy import txn
-from fleet.deploy.container import LABEL, deployment_labels, parked_names, previous_of, spec_digest
-from fleet.deploy.decide import DEFAULT_MIN_FREE, create_from, decide, pull_platform, space_needed, space_refusal
+from fleet.deploy.container import LABEL, deployment_labels, parked_names, previous_of
+from fleet.deploy.decide import Decision, create_from, decide, pull_platform, space_needed, space_refusal
 from fleet.deploy.devicetxn import AppRecord, Outcome, settle_seconds, transaction_script
-from fleet.deploy.remote import TxnClient
-from fleet.deploy.view import observe
+from fleet.deploy.jobs import App, DeployOptions, DeviceJob, DeviceLink, Unit, report_for
 from fleet.deploy.prune import prune_app
-from fleet.engine import Engine, EngineError, PullAuth
-from fleet.plan import DevicePlan
-from fleet.playbook import ContainerSpec, HealthSpec
+from fleet.deploy.remote import TxnClient
+from fleet.deploy.view import DeviceView, observe
+from fleet.engine import Engine, EngineError
+from fleet.fanout import Interrupted
 from fleet.results import DeviceReport, Result
 from fleet.ssh import SSHError
-from fleet.verify import Expected, check_container, check_image, crash_reason, verdict
+from fleet.verify import check_container, check_image, crash_reason, verdict
 
-if TYPE_CHECKING:
-    from fleet.ssh import Session
-
-__all__ = ["App", "DeviceJob", "DeviceLink", "DeployOptions", "DeployHooks", "new_deployment_id", "deploy_device",
-           "verify_device", "report_for"]
+__all__ = ["deploy_device", "unit_report", "report_unattended", "stop_timeout_of"]
 
 
-def new_deployment_id(now: datetime | None = None) -> str:
-    """``YYYYmmddTHHMMSSZ-xxxxxx`` (UTC time + 6 random hex digits): names one deploy run in
-    labels and the report file."""
-    import secrets
-
-    now = now or datetime.now(timezone.utc)
-    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-@dataclass
-class DeployHooks:
-    """Callbacks for tests and integrations (never needed by users).
-
-    ``after_publish(result)`` runs once the index is pushed, before any device pulls;
-    ``before_health(host, engine)`` runs when a device's transaction reports that the new
-    container started and its health check began."""
-
-    after_publish: Callable[..., None] | None = None
-    before_health: Callable[[str, Engine], None] | None = None
-
-
-@dataclass
-class DeployOptions:
-    """``forks`` (devices at once), ``min_free`` (bytes to keep free), ``log_tail`` (log
-    lines kept per device), ``pull_timeout`` (s, all attempts), ``pull_attempts`` (for
-    transient errors), ``stop_timeout`` (s given to a container to stop), ``keep_images``
-    (images of the app kept after a verified deploy; None: no pruning), ``deployment`` (id,
-    default :func:`new_deployment_id`), ``hooks``."""
-
-    forks: int = 50
-    min_free: int = DEFAULT_MIN_FREE
-    log_tail: int = 10
-    pull_timeout: float = 1800.0
-    pull_attempts: int = 4
-    stop_timeout: int = 10
-    keep_images: int | None = 2
-    deployment: str = field(default_factory=new_deployment_id)
-    hooks: DeployHooks = field(default_factory=DeployHooks)
-
-
-@dataclass(frozen=True)
-class App:
-    """What every device runs: ``reference`` (the tag published), ``playbook`` (its name),
-    ``spec`` (container settings), ``health``, ``auth`` (registry credentials for the pull,
-    None: the device's own)."""
-
-    reference: str
-    playbook: str
-    spec: ContainerSpec
-    health: HealthSpec
-    auth: PullAuth | None = None
-
-
-@dataclass(frozen=True)
-class DeviceJob:
-    """One device's work: ``host``, its ``plan`` (:class:`fleet.plan.DevicePlan`), the
-    ``expected`` planned entry, ``size`` (bytes the child weighs compressed) and
-    ``record``: what the probe read of the app's transaction records on the device."""
-
-    host: str
-    plan: DevicePlan
-    expected: Expected
-    size: int = 0
-    record: AppRecord | None = None
-
-
-def _report_unattended(record: AppRecord | None, rep: DeviceReport) -> bool:
+def report_unattended(record: AppRecord | None, rep: DeviceReport) -> bool:
     """Add to ``rep`` a transaction that ended on the device while no controller followed
     it (a dropped link, a killed controller); True when there was one."""
     if record is None or not record.uncollected:
@@ -125,24 +58,17 @@ def _report_unattended(record: AppRecord | None, rep: DeviceReport) -> bool:
     return True
 
 
-def report_for(host: str, plan: DevicePlan | None) -> DeviceReport:
-    """An empty report row for ``host`` with its planned platforms filled in."""
-    def s(p) -> str | None:
-        return None if p is None else str(p)
-
-    if plan is None:
-        return DeviceReport(host)
-    return DeviceReport(host, s(plan.platform), s(plan.engine_platform), s(plan.entry_platform),
-                        bool(plan.explicit_platform))
+def stop_timeout_of(unit: Unit, options: DeployOptions) -> int:
+    """Seconds a unit's container is given to stop: its ``stop_grace_period``, else the
+    run's ``stop_timeout``."""
+    grace = unit.spec.stop_grace_period
+    return int(round(grace)) if grace is not None else options.stop_timeout
 
 
-@dataclass(frozen=True)
-class DeviceLink:
-    """How the deploy reaches one device besides its engine: ``session()`` returns its open
-    SSH session (a new one after a drop), ``become`` runs docker through ``sudo -n``."""
-
-    session: Callable[[], "Session"]
-    become: bool = False
+def unit_report(unit: Unit) -> dict:
+    """A unit's entry of :attr:`fleet.results.DeviceReport.services`."""
+    return {"service": unit.service, "container": unit.container, "entry_platform": str(unit.expected.platform),
+            "pulled": None, "config_digest": None, "result": None, "reason": "", "checks": []}
 
 
 def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, link: DeviceLink, *,
@@ -152,8 +78,13 @@ def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptio
     ``check_only``) "would-deploy"/"would-keep"; an SSH failure is "unreachable"."""
     t0 = time.monotonic()
     rep = report_for(job.host, job.plan)
+    rep.services = [unit_report(u) for u in job.units]
     try:
         _deploy(engine, job, app, options, rep, link, check_only)
+    except Interrupted:
+        rep.result = Result.INTERRUPTED
+        rep.reason = ("interrupted (Ctrl-C): if its transaction had started, the device finishes it by itself "
+                      "(verify shows where it ended)")
     except Exception as exc:  # classified by type: one device's failure is its row
         if rep.result is not Result.ROLLED_BACK:
             rep.fail(exc)
@@ -164,77 +95,112 @@ def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptio
 
 def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep: DeviceReport,
             link: DeviceLink, check_only: bool) -> None:
-    e = job.expected
-    name = app.spec.name
-    spec_id = spec_digest(app.spec)
-    view = observe(engine, name, e)
-    store = view.store
-    decision = decide(view, e, spec_id)
-    rep.checks = [c.to_dict() for c in decision.checks]
-    current = view.current
-    unattended = _report_unattended(job.record, rep)
-    if decision.keep:
-        rep.config_digest = view.current_image.id if view.current_image else None
-        rep.pulled = current.labels.get(LABEL["manifest"]) if current else None
+    views: dict[str, DeviceView] = {}
+    decisions: dict[str, Decision] = {}
+    for u in job.units:
+        views[u.container] = observe(engine, u.container, u.expected)
+        decisions[u.container] = decide(views[u.container], u.expected, u.spec.digest())
+    first = job.units[0]
+    rep.checks = [c.to_dict() for c in decisions[first.container].checks]
+    unattended = report_unattended(job.record, rep)
+    changed = [u for u in job.units if not decisions[u.container].keep]
+    if not changed:
+        for svc, u in zip(rep.services, job.units):
+            v = views[u.container]
+            svc.update(result=str(Result.UNCHANGED), config_digest=v.current_image.id if v.current_image else None,
+                       pulled=v.current.labels.get(LABEL["manifest"]) if v.current else None)
+        rep.config_digest, rep.pulled = rep.services[0]["config_digest"], rep.services[0]["pulled"]
         rep.result = Result.WOULD_KEEP if check_only else Result.UNCHANGED
-        rep.reason = decision.reason
+        rep.reason = decisions[first.container].reason
         if unattended and not check_only:
-            TxnClient(link.session, name, options.deployment, link.become).mark_collected()
+            TxnClient(link.session, job.app, options.deployment, link.become).mark_collected()
         return
-    if decision.reason:
-        rep.actions.append(decision.reason)
+    for u in changed:
+        if decisions[u.container].reason:
+            rep.actions.append(f"{u.container}: {decisions[u.container].reason}" if len(job.units) > 1
+                               else decisions[u.container].reason)
+    current = views[first.container].current
     if current is not None:
         rep.previous = previous_of(current)
-    if decision.pull:
-        space = engine.free_space(view.info.docker_root_dir)
+    to_pull = [u for u in changed if decisions[u.container].pull]
+    if to_pull:
+        info = views[first.container].info
+        size = sum(u.size for u in to_pull)
+        space = engine.free_space(info.docker_root_dir)
         rep.free_bytes = space.available_bytes
-        rep.needed_bytes = space_needed(job.size, options.min_free)
-        refusal = space_refusal(space, view.info.docker_root_dir, job.size, options.min_free)
+        rep.needed_bytes = space_needed(size, options.min_free)
+        refusal = space_refusal(space, info.docker_root_dir, size, options.min_free)
         if refusal:
             rep.result, rep.reason = Result.REFUSED, refusal
             return
-    platform = pull_platform(e, job.plan.explicit_platform, job.plan.engine_platform)
     if check_only:
-        pull = (f"pull {e.pull_reference}" + (f" --platform {platform}" if platform else "")
-                if decision.pull else "image already present")
-        replace = (f"replace {name} ({current.status}, deployment {current.labels.get(LABEL['deployment'], '-')})"
-                   if current is not None else f"create {name}")
-        rep.result, rep.reason = Result.WOULD_DEPLOY, f"{pull}; {replace}"
+        parts = []
+        for u in changed:
+            platform = pull_platform(u.expected, u.plan.explicit_platform, u.plan.engine_platform)
+            pull = (f"pull {u.expected.pull_reference}" + (f" --platform {platform}" if platform else "")
+                    if decisions[u.container].pull else "image already present")
+            cur = views[u.container].current
+            replace = (f"replace {u.container} ({cur.status}, deployment {cur.labels.get(LABEL['deployment'], '-')})"
+                       if cur is not None else f"create {u.container}")
+            parts.append(f"{pull}; {replace}")
+        rep.result, rep.reason = Result.WOULD_DEPLOY, "; ".join(parts)
         return
-    if decision.pull:
-        rep.actions.append(f"pull {e.pull_reference}" + (f" --platform {platform}" if platform else ""))
-        _pull(engine, e.pull_reference, platform, app.auth, options, rep)
-    pulled = engine.image(e.pull_reference)
-    checks = check_image(e, pulled, store)
-    rep.config_digest = pulled.id if pulled else None
-    result, why = verdict(checks)
-    if result is not Result.VERIFIED or pulled is None:
-        rep.checks = [c.to_dict() for c in checks]
-        rep.result, rep.reason = Result.FAILED, f"pulled image is not the planned {e.platform} child: {why}; nothing replaced"
-        return
-    rep.pulled = e.manifest_digest
-    healthy, detail = _swap(engine, job, app, options, rep, link, pulled_ref=create_from(e, pulled, store),
-                            spec_id=spec_id)
+    pulled_refs: dict[str, tuple[str, object]] = {}
+    for u in changed:
+        e = u.expected
+        store = views[u.container].store
+        if decisions[u.container].pull:
+            platform = pull_platform(e, u.plan.explicit_platform, u.plan.engine_platform)
+            rep.actions.append(f"pull {e.pull_reference}" + (f" --platform {platform}" if platform else ""))
+            _pull(engine, e.pull_reference, platform, u.auth, options, rep)
+        pulled = engine.image(e.pull_reference)
+        checks = check_image(e, pulled, store)
+        result, why = verdict(checks)
+        if result is not Result.VERIFIED or pulled is None:
+            rep.checks = [c.to_dict() for c in checks]
+            rep.result = Result.FAILED
+            rep.reason = (f"pulled image of {u.container} is not the planned {e.platform} child: {why}; "
+                          f"nothing replaced")
+            return
+        pulled_refs[u.container] = create_from(e, pulled, store)
+    if job.stack is not None:
+        for obj in ensure_stack_objects(engine, job.stack):
+            rep.actions.append(f"create {obj.kind} {obj.name}")
+    healthy, detail = _swap(engine, job, changed, app, options, rep, link, pulled_refs)
     if not healthy:
         return
-    # 6. verify what runs now
-    final = observe(engine, name, e, planned=False, logs=options.log_tail, leftovers=False)
-    checks = check_image(e, final.current_image, store) + check_container(e, final.current, final.current_image,
-                                                                          store, final.logs)
-    rep.checks = [c.to_dict() for c in checks]
-    rep.log_tail = final.logs
-    result, why = verdict(checks)
-    rep.result = Result.VERIFIED if result is Result.VERIFIED else Result.FAILED
-    rep.reason = detail if result is Result.VERIFIED else f"{result}: {why}"
-    if rep.result is Result.VERIFIED and options.keep_images and final.current is not None:
-        keep = {final.current.image_id, final.current.labels.get(LABEL["previous_config"], "")}
-        removed, refused = prune_app(engine, e.repository, keep, options.keep_images)
-        if removed or refused:
-            rep.actions.append(f"pruned {len(removed)} older image(s) of {e.repository}"
-                               + (f"; {len(refused)} still in use" if refused else ""))
+    _final(engine, job, options, rep, detail)
 
 
-def _pull(engine: Engine, ref: str, platform, auth, options: "DeployOptions", rep: DeviceReport) -> None:
+def _final(engine: Engine, job: DeviceJob, options: DeployOptions, rep: DeviceReport, detail: str) -> None:
+    """Step 6: verify every unit, then prune."""
+    bad = []
+    for svc, u in zip(rep.services, job.units):
+        e = u.expected
+        final = observe(engine, u.container, e, planned=False, logs=options.log_tail, leftovers=False)
+        checks = check_image(e, final.current_image, final.store) + \
+            check_container(e, final.current, final.current_image, final.store, final.logs)
+        result, why = verdict(checks)
+        svc.update(result=str(Result.VERIFIED if result is Result.VERIFIED else Result.FAILED), reason=why,
+                   checks=[c.to_dict() for c in checks],
+                   config_digest=final.current_image.id if final.current_image else None,
+                   pulled=final.current.labels.get(LABEL["manifest"]) if final.current else None)
+        if u is job.units[0]:
+            rep.checks, rep.log_tail = svc["checks"], final.logs
+            rep.config_digest, rep.pulled = svc["config_digest"], svc["pulled"]
+        if result is not Result.VERIFIED:
+            bad.append(f"{u.container}: {result}: {why}" if len(job.units) > 1 else f"{result}: {why}")
+        elif options.keep_images and final.current is not None:
+            keep = {final.current.image_id, final.current.labels.get(LABEL["previous_config"], "")}
+            removed, refused = prune_app(engine, e.repository, keep, options.keep_images)
+            if removed or refused:
+                rep.actions.append(f"pruned {len(removed)} older image(s) of {e.repository}"
+                                   + (f"; {len(refused)} still in use" if refused else ""))
+    rep.result = Result.FAILED if bad else Result.VERIFIED
+    rep.reason = "; ".join(bad) if bad else detail
+
+
+def _pull(engine: Engine, ref: str, platform, auth, options: DeployOptions, rep: DeviceReport) -> None:
     """Pull with retries for what a retry can fix (:attr:`EngineError.transient`: a TLS
     handshake timeout, a reset connection, a registry's 5xx or 429), with exponential
     backoff, within ``options.pull_timeout``; a permanent refusal fails at once."""
@@ -250,17 +216,22 @@ def _pull(engine: Engine, ref: str, platform, auth, options: "DeployOptions", re
             engine.pull(ref, platform=platform, auth=auth, timeout=max(30.0, deadline - time.monotonic()))
 
 
-def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep: DeviceReport, link: "DeviceLink",
-          *, pulled_ref: tuple[str, object], spec_id: str) -> tuple[bool, str]:
-    """Steps 4-5: take the app's lock on the device, create NAME.new, then start the
-    device-side transaction (swap, health, commit or roll back: :mod:`fleet.deploy.devicetxn`)
-    and follow it to its outcome. Returns ``(healthy, detail)``; when not healthy, ``rep``
-    holds the outcome (rolled-back, failed, refused)."""
-    name = app.spec.name
-    new = parked_names(name)[0]
+def _members(job: DeviceJob, changed: list[Unit], options: DeployOptions) -> list[txn.Member]:
+    names = {u.container for u in changed}
+    awaited = {c for container, deps in job.healthy_before.items() if container in names for c in deps}
+    return [txn.Member(u.container, stop_timeout_of(u, options), u.container in awaited) for u in changed]
+
+
+def _swap(engine: Engine, job: DeviceJob, changed: list[Unit], app: App, options: DeployOptions,
+          rep: DeviceReport, link: DeviceLink, pulled_refs: dict[str, tuple[str, object]]) -> tuple[bool, str]:
+    """Steps 4-5: take the app's lock on the device, create each changed unit as NAME.new,
+    then start the device-side transaction and follow it to its outcome. Returns
+    ``(healthy, detail)``; when not healthy, ``rep`` holds the outcome (rolled-back,
+    failed, refused)."""
     deployment = options.deployment
     record = rep.actions.append
-    client = TxnClient(link.session, name, deployment, link.become, getattr(engine, "counters", None))
+    members = _members(job, changed, options)
+    client = TxnClient(link.session, job.app, deployment, link.become, getattr(engine, "counters", None))
     lock = client.lock()
     if lock.uncollected is not None and lock.uncollected.deployment:
         o = lock.uncollected
@@ -270,23 +241,28 @@ def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep:
         client.mark_collected()
     if lock.state == "locked":
         rep.result = Result.REFUSED
-        rep.reason = (f"deployment {lock.holder} holds {name} on this device (its lock was taken {lock.age} s "
+        rep.reason = (f"deployment {lock.holder} holds {job.app} on this device (its lock was taken {lock.age} s "
                       f"ago and its transaction is alive): not touched; run again when it ends")
         return False, ""
     try:
         if lock.state == "stale":
             record(f"recovering the dead transaction of deployment {lock.holder}")
-            txn.apply(engine, txn.rollback_ops(name, lock.holder, options.stop_timeout), record)
-        txn.apply(engine, txn.prepare_ops(name), record)
-        current = engine.container(name)
-        e = job.expected
-        labels = deployment_labels(deployment=deployment, playbook=app.playbook, reference=app.reference,
-                                   repository=e.repository, index_digest=e.index_digest,
-                                   manifest_digest=e.manifest_digest, config_digest=e.config_digest,
-                                   platform=str(e.platform), spec_id=spec_id, previous=current)
-        image_ref, platform = pulled_ref
-        engine.create_container(new, str(image_ref), app.spec, labels, platform=platform)  # type: ignore[arg-type]
-        record(f"create {new} from {str(image_ref)[:19]}")
+            all_members = _members(job, list(job.units), options)
+            txn.apply(engine, txn.rollback_ops(all_members, lock.holder), record)
+        txn.apply(engine, txn.prepare_ops(members), record)
+        for u in changed:
+            e = u.expected
+            current = engine.container(u.container)
+            labels = deployment_labels(deployment=deployment, playbook=app.playbook, reference=app.reference,
+                                       repository=e.repository, index_digest=e.index_digest,
+                                       manifest_digest=e.manifest_digest, config_digest=e.config_digest,
+                                       platform=str(e.platform), spec_id=u.spec.digest(), previous=current,
+                                       app=job.app if job.stack is not None else "",
+                                       service=u.service if job.stack is not None else "")
+            image_ref, platform = pulled_refs[u.container]
+            new = parked_names(u.container)[0]
+            engine.create_container(new, str(image_ref), u.spec, labels, platform=platform)  # type: ignore[arg-type]
+            record(f"create {new} from {str(image_ref)[:19]}")
     except BaseException:
         with contextlib.suppress(Exception):
             client.unlock()
@@ -296,8 +272,9 @@ def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep:
         if phase == "health" and options.hooks.before_health:
             options.hooks.before_health(job.host, engine)
 
-    script = transaction_script(name, deployment, app.health, options.stop_timeout)
-    settle = settle_seconds(app.health, options.stop_timeout)
+    checked = [u.container for u in changed if u.checked]
+    script = transaction_script(members, deployment, app.health, options.stop_timeout, checked)
+    settle = settle_seconds(app.health, max(m.stop_timeout for m in members) * len(members))
     started = time.monotonic()
     try:
         outcome = client.launch(script, settle, on_status)
@@ -308,26 +285,33 @@ def _swap(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep:
         outcome = _collect(client, started + settle, record)
     if outcome is None:
         rep.result = Result.FAILED
-        rep.reason = (f"the device-side transaction of {name} gave no outcome within {settle} s; the device "
+        rep.reason = (f"the device-side transaction of {job.app} gave no outcome within {settle} s; the device "
                       f"finishes it by itself: run verify (or deploy again) to see where it ended")
         return False, ""
     record(f"device transaction: {outcome.outcome}" + (f" ({outcome.detail})" if outcome.detail else ""))
     if outcome.outcome == "committed":
         return True, outcome.detail
-    failed = engine.container(parked_names(name)[2])
-    rep.log_tail = engine.logs(failed.name, options.log_tail) if failed is not None else ""
-    detail = outcome.detail
-    crash = crash_reason(failed, rep.log_tail)
-    if crash and crash not in detail:
-        detail += f" ({crash})"
-    restored = engine.container(name)
-    if outcome.outcome == "rolled-back" and restored is not None:
-        back = "running again" if restored.running else f"NOT running ({restored.status})"
+    detail, logs = outcome.detail, []
+    for u in changed:
+        failed = engine.container(parked_names(u.container)[2])
+        tail = engine.logs(failed.name, options.log_tail) if failed is not None else ""
+        crash = crash_reason(failed, tail)
+        if crash and crash not in detail:
+            detail += f" ({u.container}: {crash})" if len(changed) > 1 else f" ({crash})"
+        if tail:
+            logs.append(tail if len(changed) == 1 else f"[{u.container}]\n{tail}")
+    rep.log_tail = "\n".join(logs)
+    restored = [engine.container(u.container) for u in changed]
+    if outcome.outcome == "rolled-back" and all(c is not None for c in restored):
+        down = [c.name for c in restored if c is not None and not c.running]
+        back = "running again" if not down else f"NOT running ({', '.join(down)})"
         rep.result = Result.ROLLED_BACK
-        rep.reason = f"new version unhealthy: {detail}; previous container {back}"
+        rep.reason = f"new version unhealthy: {detail}; previous container{'s' if len(changed) > 1 else ''} {back}"
     else:
         rep.result = Result.FAILED
         rep.reason = f"new version unhealthy: {detail}; there was no previous container to restore"
+    for svc in rep.services:
+        svc["result"] = str(rep.result)
     return False, detail
 
 
@@ -344,52 +328,3 @@ def _collect(client: TxnClient, deadline: float, record: Callable[[str], None]) 
             time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         if time.monotonic() >= deadline:
             return None
-
-
-def verify_device(engine: Engine, rep: DeviceReport, expected: Expected, name: str, *,
-                  log_tail: int = 10, link: DeviceLink | None = None, record: AppRecord | None = None) -> DeviceReport:
-    """Fill ``rep`` with what ``engine`` runs as container ``name`` against ``expected``:
-    checks, config digest, pulled child (from the container's label), log tail, and the
-    verdict (verified, drifted, crashed, missing).
-
-    With ``link``, leftovers of an interrupted transaction are reported and cleaned first,
-    never leaving the device without its app: a transaction that ended unattended is
-    reported (``record``); when no transaction holds the app, ``NAME.previous`` gets its
-    name back and runs if ``NAME`` is gone, and a never-started ``NAME.new`` is removed.
-    """
-    t0 = time.monotonic()
-    if link is not None:
-        unattended = _report_unattended(record, rep)
-        if record is not None and record.lock:
-            rep.actions.append(f"deployment {record.lock} holds {name} on this device: leftovers not touched")
-        else:
-            _clean_leftovers(engine, name, rep)
-        if unattended:
-            TxnClient(link.session, name, "-", link.become).mark_collected()
-    view = observe(engine, name, expected, planned=False, logs=log_tail, leftovers=False)
-    checks = check_image(expected, view.current_image, view.store) if view.current is not None else []
-    checks += check_container(expected, view.current, view.current_image, view.store, view.logs)
-    result, reason = verdict(checks)
-    rep.checks = [c.to_dict() for c in checks]
-    rep.config_digest = view.current_image.id if view.current_image else None
-    rep.pulled = view.current.labels.get(LABEL["manifest"]) if view.current else None
-    rep.log_tail = view.logs
-    rep.result = result
-    rep.reason = reason or (f"deployment {view.current.labels.get(LABEL['deployment'], '-')}"
-                            if view.current else "")
-    rep.seconds = round(time.monotonic() - t0, 1)
-    return rep
-
-
-def _clean_leftovers(engine: Engine, name: str, rep: DeviceReport) -> None:
-    new, prev, failed = parked_names(name)
-    left = {n: engine.container(n) for n in engine.names(name + ".") if n in (new, prev, failed)}
-    if not left:
-        return
-    rep.actions.append("leftovers of an earlier transaction: " + ", ".join(
-        f"{n} ({c.status})" for n, c in left.items() if c is not None))
-    ops = [txn.Op("rename", prev, to=name, if_missing=name), txn.Op("start", name, if_stopped=True, if_exists=prev),
-           txn.Op("remove", new, if_stopped=True)]
-    if engine.container(name) is None and prev in left:
-        ops[1] = txn.Op("start", name, if_stopped=True)
-    txn.apply(engine, ops, lambda s: rep.actions.append(f"cleaned: {s}"))

@@ -27,11 +27,12 @@ Mechanism (the reasons are in docs/transaction.md):
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from fleet.deploy.txn import Op, commit_ops, rollback_ops, swap_ops
+from fleet.deploy.txn import Members, Op, commit_ops, members, rollback_ops, swap_ops
 from fleet.labels import STATE_DIR
 from fleet.playbook import HealthSpec
 
@@ -190,6 +191,11 @@ def render_ops(ops: Sequence[Op], on_error: str) -> str:
             conds.append(f'[ "${{2-}}" = {_q(op.if_deployment)} ]')
         if op.unless_deployment is not None:
             conds.append(f'[ "${{2-}}" != {_q(op.unless_deployment)} ]')
+        if op.verb == "await-healthy":
+            out += pre
+            out.append(f"if {' && '.join(conds)}; then await_healthy {t} || {{ {on_error}; }}; "
+                       f"rec {_q('healthy ' + op.target)}; fi")
+            continue
         if op.verb == "rename":
             assert op.to is not None
             cmd, desc = f"rename {t} {_q(op.to)}", f"{op.target} -> {op.to}"
@@ -211,28 +217,58 @@ def settle_seconds(health: HealthSpec, stop_timeout: int) -> int:
     return int(math.ceil(health.timeout)) + 2 * int(stop_timeout) + MARGIN
 
 
+# Health of the stack: every member ($MEMBERS, in start order) stays running without a
+# restart (its StartedAt and RestartCount as they were when the check began), a member
+# with a healthcheck ($CHECKED) must report healthy, none may report unhealthy; then the
+# playbook's command (in the first member) and URL (fetched on the device) must pass and
+# the stack must have run RUNNING seconds. await_healthy: one member, before the next
+# starts (depends_on: condition: service_healthy).
 _HEALTH = r"""
+state() { dk container inspect -f '{{.State.Running}} {{.State.Restarting}} {{.State.StartedAt}} {{.RestartCount}} {{.State.ExitCode}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$1"; }
+await_healthy() {
+  end=$(( $(now) + TIMEOUT ))
+  while :; do
+    cur=$(state "$1") || return 1
+    set -- "$1" $cur
+    case "$8" in healthy) return 0;; unhealthy) note "$1 reports unhealthy"; return 1;; esac
+    [ "$2" != true ] && { note "$1 stopped: $7 (exit code $6)"; return 1; }
+    [ $(now) -ge $end ] && { note "$1 not healthy after TIMEOUT s"; return 1; }
+    sleep 1
+  done
+}
 health() {
   start=$(now); deadline=$((start + TIMEOUT))
-  first=$(dk container inspect -f '{{.State.StartedAt}} {{.RestartCount}}' "$N") || { DETAIL="the container disappeared"; return 1; }
+  firsts=
+  for m in $MEMBERS; do
+    f=$(dk container inspect -f '{{.State.StartedAt}}/{{.RestartCount}}' "$m") || { DETAIL="$m disappeared"; return 1; }
+    firsts="$firsts $m=$f"
+  done
   cok=$CMD_OK hok=$HTTP_OK last="not checked yet"
   while :; do
-    cur=$(dk container inspect -f '{{.State.Running}} {{.State.Restarting}} {{.State.StartedAt}} {{.RestartCount}} {{.State.ExitCode}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' "$N") \
-      || { DETAIL="the container disappeared"; return 1; }
-    set -- $cur
-    if [ "$1" != true ] || [ "$2" = true ] || [ "$3 $4" != "$first" ]; then
-      DETAIL="stopped within $(( $(now) - start )) s: $6 (exit code $5)"; return 1
-    fi
-    [ "${7-}" = unhealthy ] && { DETAIL="the image's own HEALTHCHECK reports unhealthy"; return 1; }
+    waiting=
+    for m in $MEMBERS; do
+      cur=$(state "$m") || { DETAIL="$m disappeared"; return 1; }
+      set -- $cur
+      case "$firsts " in *" $m=$3/$4 "*) ;; *) [ "$1" = true ] && DETAIL="$m restarted within $(( $(now) - start )) s" \
+        || DETAIL="$m stopped within $(( $(now) - start )) s: $6 (exit code $5)"; return 1;; esac
+      if [ "$1" != true ] || [ "$2" = true ]; then
+        DETAIL="$m stopped within $(( $(now) - start )) s: $6 (exit code $5)"; return 1
+      fi
+      [ "$7" = unhealthy ] && { DETAIL="$m: its healthcheck reports unhealthy"; return 1; }
+      case " $CHECKED " in *" $m "*) [ "$7" = healthy ] || waiting="$waiting $m";; esac
+    done
     if [ $cok = 0 ]; then
-      if dk exec "$N" HEALTH_CMD >/dev/null 2>&1; then cok=1; else last="the health command failed"; fi
+      if dk exec "$FIRST" HEALTH_CMD >/dev/null 2>&1; then cok=1; else last="the health command failed"; fi
     fi
     if [ $hok = 0 ]; then
       if http_get; then hok=1; else last="HEALTH_URL_TEXT did not answer"; fi
     fi
     ran=$(( $(now) - start ))
-    if [ $cok = 1 ] && [ $hok = 1 ] && [ $ran -ge RUNNING ]; then DETAIL="running $ran s without a restart"; return 0; fi
-    [ $cok = 1 ] && [ $hok = 1 ] && last="running $ran of RUNNING s"
+    if [ -z "$waiting" ] && [ $cok = 1 ] && [ $hok = 1 ] && [ $ran -ge RUNNING ]; then
+      DETAIL="running $ran s without a restart"; return 0
+    fi
+    if [ -n "$waiting" ]; then last="waiting for$waiting to report healthy"
+    elif [ $cok = 1 ] && [ $hok = 1 ]; then last="running $ran of RUNNING s"; fi
     [ $(now) -ge $deadline ] && { DETAIL="not healthy after TIMEOUT s: $last"; return 1; }
     sleep INTERVAL
   done
@@ -254,7 +290,7 @@ note() { NOTES="$NOTES${NOTES:+; }$1"; }
 rec() { printf '%s %s\n' "$(now)" "$1" >> "$d/steps"; }
 phase() { put status "$1"; }
 : > "$d/steps"; : > "$d/ndk"
-prev=$(st "$N"); set -- $prev; FROM=${2:--}
+prev=$(st "$FIRST"); set -- $prev; FROM=${2:--}
 phase swap
 if swap; then
   phase health
@@ -267,8 +303,10 @@ else
   DETAIL="swap failed: $NOTES"; phase rollback; ERR=0; rollback; OUTCOME=rolled-back
 fi
 if [ $OUTCOME = rolled-back ]; then
-  s=$(st "$N"); set -- $s
-  [ "$1" = true ] && [ "${2-}" != "$D" ] || OUTCOME=failed
+  for m in $MEMBERS; do
+    s=$(st "$m"); set -- $s
+    [ "$1" = true ] && [ "${2-}" != "$D" ] || OUTCOME=failed
+  done
 fi
 [ -n "$NOTES" ] && [ "$DETAIL" = "${DETAIL#*$NOTES}" ] && DETAIL="$DETAIL; $NOTES"
 DETAIL=$(printf '%s' "$DETAIL" | tr '\n\r' '  ')
@@ -283,24 +321,30 @@ rm -rf "$d/lock"
 """
 
 
-def transaction_script(name: str, deployment: str, health: HealthSpec, stop_timeout: int = 10) -> str:
-    """The device-side transaction of ``deployment`` for app ``name`` (POSIX sh; arguments
-    ``$1`` app folder, ``$2`` deployment, ``$3`` become): swap, health check, commit or
-    roll back, record the outcome, release the lock. Every value from the playbook is
-    quoted with :func:`shlex.quote`."""
+def transaction_script(stack: Members, deployment: str, health: HealthSpec, stop_timeout: int = 10,
+                       checked: Sequence[str] = ()) -> str:
+    """The device-side transaction of ``deployment`` for a stack (POSIX sh; arguments
+    ``$1`` app folder, ``$2`` deployment, ``$3`` become): swap every member (a container
+    name, or a :class:`fleet.deploy.txn.Member`; in start order), health-check them
+    together (``checked``: members with a healthcheck that must report healthy), commit or
+    roll back all of them, record the outcome, release the lock. Every value from the
+    playbook is quoted with :func:`shlex.quote`."""
+    ms = members(stack, stop_timeout)
+    names = [m.name for m in ms]
     health_cmd = " ".join(_q(a) for a in health.command) if health.command else ""
     body = _HEALTH
     body = body.replace("TIMEOUT", str(int(math.ceil(health.timeout))))
     body = body.replace("RUNNING", str(int(math.ceil(health.running))))
     body = body.replace("INTERVAL", str(max(1, int(round(health.interval)))))
     body = body.replace("HEALTH_CMD", health_cmd or "true")
-    body = body.replace("HEALTH_URL_TEXT", (health.http or "").replace("\"", "").replace("$", "").replace("`", ""))
+    body = body.replace("HEALTH_URL_TEXT", re.sub(r"[\"$`\\]", "", health.http or ""))
     return "\n".join([
         COMMON,
-        f"N={_q(name)} URL={_q(health.http or '')} CMD_OK={0 if health.command else 1} HTTP_OK={0 if health.http else 1}",
-        "swap() {", render_ops(swap_ops(name, stop_timeout), "return 1"), "}",
-        "commit() {", render_ops(commit_ops(name), "ERR=1"), "}",
-        "rollback() {", render_ops(rollback_ops(name, deployment, stop_timeout), "ERR=1"), "}",
+        f"MEMBERS={_q(' '.join(names))} FIRST={_q(names[0])} CHECKED={_q(' '.join(c for c in checked if c in names))}",
+        f"URL={_q(health.http or '')} CMD_OK={0 if health.command else 1} HTTP_OK={0 if health.http else 1}",
+        "swap() {", render_ops(swap_ops(ms), "return 1"), "}",
+        "commit() {", render_ops(commit_ops(ms), "ERR=1"), "}",
+        "rollback() {", render_ops(rollback_ops(ms, deployment), "ERR=1"), "}",
         body,
         _MAIN,
     ])

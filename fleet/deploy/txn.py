@@ -22,13 +22,15 @@ from typing import Callable, Sequence
 from fleet.deploy.container import LABEL, parked_names
 from fleet.engine import Engine
 
-__all__ = ["Op", "prepare_ops", "swap_ops", "commit_ops", "rollback_ops", "apply", "describe"]
+__all__ = ["Op", "Member", "members", "prepare_ops", "swap_ops", "commit_ops", "rollback_ops", "apply", "describe"]
 
 
 @dataclass(frozen=True)
 class Op:
     """One engine action on container ``target``: ``verb`` is ``rename`` (to ``to``),
-    ``stop`` (waiting ``timeout`` s), ``start`` or ``remove``. It runs only when ``target``
+    ``stop`` (waiting ``timeout`` s), ``start``, ``remove`` or ``await-healthy`` (wait
+    until its healthcheck reports healthy; the device-side transaction bounds the wait by
+    the health timeout). It runs only when ``target``
     exists and every given guard holds: ``if_exists`` (that other container exists),
     ``if_missing`` (it does not), ``if_running`` / ``if_stopped`` (``target`` is / is not
     running), ``if_deployment`` / ``unless_deployment`` (``target``'s
@@ -46,52 +48,86 @@ class Op:
     unless_deployment: str | None = None
 
 
-def prepare_ops(name: str) -> list[Op]:
-    """Before ``NAME.new`` is created: remove leftovers of an earlier run (``NAME.new``,
-    ``NAME.failed``; ``NAME.previous`` when ``NAME`` exists), and when an interrupted run
-    left only ``NAME.previous``, give it its name back (the swap then parks it again, or a
-    rollback starts it)."""
-    new, prev, failed = parked_names(name)
-    return [
-        Op("remove", new),
-        Op("remove", failed),
-        Op("remove", prev, if_exists=name),
-        Op("rename", prev, to=name, if_missing=name),
-    ]
+@dataclass(frozen=True)
+class Member:
+    """One container of a stack's transaction: ``name`` (the app's container on the
+    device), ``stop_timeout`` (s it is given to stop), ``await_healthy`` (after starting
+    it, wait until its healthcheck says healthy before the next member starts: a
+    dependant's ``depends_on: condition: service_healthy``)."""
+
+    name: str
+    stop_timeout: int = 10
+    await_healthy: bool = False
 
 
-def swap_ops(name: str, stop_timeout: int = 10) -> list[Op]:
-    """Park the running ``NAME`` as ``NAME.previous`` (stopped), promote ``NAME.new``, start
-    it."""
-    new, prev, _ = parked_names(name)
-    return [
-        Op("rename", name, to=prev),
-        Op("stop", prev, timeout=stop_timeout, if_running=True),
-        Op("rename", new, to=name, if_missing=name),
-        Op("start", name, if_stopped=True),
-    ]
+Members = str | Member | Sequence[str | Member]
 
 
-def commit_ops(name: str) -> list[Op]:
-    """The new ``NAME`` is healthy: remove ``NAME.previous`` (its image stays on the device,
-    so a rollback needs no download)."""
-    _, prev, _ = parked_names(name)
-    return [Op("remove", prev)]
+def members(stack: Members, stop_timeout: int = 10) -> list[Member]:
+    """A stack as a list of :class:`Member` in start order (a bare name is a stack of one)."""
+    items = [stack] if isinstance(stack, (str, Member)) else list(stack)
+    return [m if isinstance(m, Member) else Member(m, stop_timeout) for m in items]
 
 
-def rollback_ops(name: str, deployment: str, stop_timeout: int = 10) -> list[Op]:
-    """Undo a swap by ``deployment`` from wherever it stopped: the container it created is
-    stopped and kept as ``NAME.failed``; ``NAME.previous`` gets its name back and runs.
-    Touches nothing of ``NAME`` when it is not this deployment's (the swap never began),
-    but starts it if it is stopped."""
-    _, prev, failed = parked_names(name)
-    return [
-        Op("stop", name, timeout=stop_timeout, if_running=True, if_deployment=deployment),
-        Op("remove", failed, if_exists=name),
-        Op("rename", name, to=failed, if_deployment=deployment),
-        Op("rename", prev, to=name, if_missing=name),
-        Op("start", name, if_stopped=True, unless_deployment=deployment),
-    ]
+def prepare_ops(stack: Members) -> list[Op]:
+    """Before the ``NAME.new`` containers are created: remove leftovers of an earlier run
+    (``NAME.new``, ``NAME.failed``; ``NAME.previous`` when ``NAME`` exists), and when an
+    interrupted run left only ``NAME.previous``, give it its name back (the swap then parks
+    it again, or a rollback starts it)."""
+    ops: list[Op] = []
+    for m in members(stack):
+        new, prev, failed = parked_names(m.name)
+        ops += [
+            Op("remove", new),
+            Op("remove", failed),
+            Op("remove", prev, if_exists=m.name),
+            Op("rename", prev, to=m.name, if_missing=m.name),
+        ]
+    return ops
+
+
+def swap_ops(stack: Members, stop_timeout: int = 10) -> list[Op]:
+    """Park every running member as ``NAME.previous`` (stopped; dependants first, in
+    reverse start order), then promote each ``NAME.new`` and start it, in start order,
+    waiting for a member to be healthy where a later one needs it."""
+    ms = members(stack, stop_timeout)
+    ops: list[Op] = []
+    for m in reversed(ms):
+        prev = parked_names(m.name)[1]
+        ops += [Op("rename", m.name, to=prev), Op("stop", prev, timeout=m.stop_timeout, if_running=True)]
+    for m in ms:
+        new = parked_names(m.name)[0]
+        ops += [Op("rename", new, to=m.name, if_missing=m.name), Op("start", m.name, if_stopped=True)]
+        if m.await_healthy:
+            ops.append(Op("await-healthy", m.name))
+    return ops
+
+
+def commit_ops(stack: Members) -> list[Op]:
+    """Every new member is healthy: remove the ``NAME.previous`` containers (their images
+    stay on the device, so a rollback needs no download)."""
+    return [Op("remove", parked_names(m.name)[1]) for m in members(stack)]
+
+
+def rollback_ops(stack: Members, deployment: str, stop_timeout: int = 10) -> list[Op]:
+    """Undo a swap by ``deployment`` from wherever it stopped: the containers it created
+    are stopped and kept as ``NAME.failed`` (dependants first); every ``NAME.previous`` gets
+    its name back and runs again, in start order. Touches nothing of a ``NAME`` that is not
+    this deployment's (its swap never began), but starts it if it is stopped."""
+    ms = members(stack, stop_timeout)
+    ops: list[Op] = []
+    for m in reversed(ms):
+        _, prev, failed = parked_names(m.name)
+        ops += [
+            Op("stop", m.name, timeout=m.stop_timeout, if_running=True, if_deployment=deployment),
+            Op("remove", failed, if_exists=m.name),
+            Op("rename", m.name, to=failed, if_deployment=deployment),
+        ]
+    for m in ms:
+        prev = parked_names(m.name)[1]
+        ops += [Op("rename", prev, to=m.name, if_missing=m.name),
+                Op("start", m.name, if_stopped=True, unless_deployment=deployment)]
+    return ops
 
 
 def describe(op: Op) -> str:
@@ -134,6 +170,13 @@ def apply(engine: Engine, ops: Sequence[Op], record: Callable[[str], None] = lam
             engine.start(op.target)
         elif op.verb == "remove":
             engine.remove(op.target)
+        elif op.verb == "await-healthy":
+            c = engine.container(op.target)
+            if c is None or c.health not in (None, "healthy"):
+                from fleet.engine import EngineError
+
+                raise EngineError(engine.device, f"await healthy {op.target}", 1,
+                                  f"{op.target} is {c.health if c else 'missing'}, not healthy")
         else:  # pragma: no cover - the builders above make only these
             raise ValueError(f"unknown op {op.verb!r}")
         record(describe(op))

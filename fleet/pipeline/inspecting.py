@@ -7,21 +7,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.deploy import DeviceLink, report_for, verify_device
+from fleet.compose import ServiceSpec
+from fleet.deploy import DeviceJob, DeviceLink, Unit, report_for, verify_device
 from fleet.deploy.devicetxn import parse_app_records
 from fleet.deploy.prune import prune_app
 from fleet.fanout import run_each
 from fleet.history import History
 from fleet.labels import LABEL
+from fleet.pipeline.apps import AppImage, Planned, app_images, app_name, containers, device_jobs, resolve_stacks
 from fleet.pipeline.stages import Run, costed, probe
-from fleet.plan import plan_devices
-from fleet.playbook import Playbook
-from fleet.publish import PublishResult
+from fleet.plan import Plan, plan_devices
+from fleet.playbook import Playbook, RegistrySettings
+from fleet.publish import PublishResult, read_published
 from fleet.registry import Reference
 from fleet.results import DeviceReport, Result
 from fleet.verify import Expected
 
-__all__ = ["verify", "status", "StatusRow", "prune", "PruneRow"]
+__all__ = ["verify", "verify_app", "status", "StatusRow", "prune", "PruneRow"]
 
 
 def _link(run: Run, host: str) -> DeviceLink:
@@ -29,42 +31,71 @@ def _link(run: Run, host: str) -> DeviceLink:
 
 
 def verify(run: Run, published: PublishResult, name: str, *, log_tail: int = 10) -> list[DeviceReport]:
-    """Verify every selected device against ``published``: probe it, pick its entry with
-    the one chooser (:func:`fleet.plan.plan_devices`), then compare what its engine runs as
-    container ``name`` (:func:`fleet.deploy.verify_device`), after reporting and cleaning
-    what an interrupted transaction left. Reports in inventory order."""
+    """Verify every selected device against ``published`` (one image, container ``name``):
+    probe it, pick its entry with the one chooser (:func:`fleet.plan.plan_devices`), then
+    compare what its engine runs (:func:`fleet.deploy.verify_device`), after reporting and
+    cleaning what an interrupted transaction left. Reports in inventory order."""
     probed = probe(run)
     platforms = [e.platform for e in published.entries]
     plans = {dp.host: dp for dp in plan_devices({p.host: p.detection for p in probed}, platforms,
                                                 {p.host: p.detection.engine_version if p.detection else None
                                                  for p in probed},
                                                 {p.host: p.error or "" for p in probed if p.facts is None})}
-    reports: dict[str, DeviceReport] = {}
-    jobs: list[tuple[DeviceReport, Expected, Any]] = []
+    jobs: dict[str, DeviceJob] = {}
     for p in probed:
         dp = plans[p.host]
+        if p.facts is None or dp.error or dp.entry_index is None:
+            continue
+        entry = published.entries[dp.entry_index]
+        unit = Unit(name, name, ServiceSpec(name=name), Expected.from_entry(published.repository,
+                                                                               published.index_digest, entry), dp)
+        jobs[p.host] = DeviceJob(p.host, (unit,), name, parse_app_records(p.facts.get("fleet_apps")).get(name))
+    return _verify_jobs(run, probed, jobs, plans, log_tail)
+
+
+def verify_app(run: Run, playbook: Playbook, *, log_tail: int = 10) -> tuple[list[DeviceReport], list[AppImage]]:
+    """Verify every selected device against the app of ``playbook`` as its registries hold
+    it now: each image's tag read back (built ones from the playbook's registry, picked
+    ones from theirs), each device's entry in each picked with the one chooser, each of its
+    containers compared. Returns the reports and the images read."""
+    probed = probe(run)
+    reachable = [p for p in probed if p.facts is not None]
+    images = app_images(playbook)
+    for img in images:
+        img.published = read_published(img.reference, img.playbook.registry if img.built else RegistrySettings())
+        platforms = [e.platform for e in img.published.entries]
+        img.plan = Plan(tuple(platforms), {}, plan_devices(
+            {p.host: p.detection for p in reachable}, platforms,
+            {p.host: p.detection.engine_version if p.detection else None for p in reachable}), mode="published")
+    planned = Planned(images, resolve_stacks(run, playbook, reachable))
+    placed = [p for p in reachable if all(d.entry_index is not None for img in images
+                                          for d in img.plan.devices if d.host == p.host)]  # type: ignore[union-attr]
+    plans = {d.host: d for d in images[0].plan.devices}  # type: ignore[union-attr]
+    return _verify_jobs(run, probed, device_jobs(playbook, planned, placed), plans, log_tail), images
+
+
+def _verify_jobs(run: Run, probed, jobs: dict[str, DeviceJob], plans: dict, log_tail: int) -> list[DeviceReport]:
+    reports: dict[str, DeviceReport] = {}
+    for p in probed:
+        dp = plans.get(p.host)
         rep = report_for(p.host, dp)
         reports[p.host] = rep
         if p.interrupted:
             rep.result, rep.reason = Result.INTERRUPTED, p.error or "interrupted"
         elif p.facts is None:
             rep.result, rep.reason = Result.UNREACHABLE, p.error or "probe failed"
-        elif dp.error or dp.entry_index is None:
-            rep.result, rep.reason = Result.FAILED, dp.error or "no entry"
-        else:
-            entry = published.entries[dp.entry_index]
-            record = parse_app_records(p.facts.get("fleet_apps")).get(name)
-            jobs.append((rep, Expected.from_entry(published.repository, published.index_digest, entry), record))
+        elif p.host not in jobs:
+            rep.result, rep.reason = Result.FAILED, (dp.error if dp is not None and dp.error else
+                                                     "no entry of the index fits this device")
 
-    def one(job) -> DeviceReport:
-        rep, expected, record = job
-        engine = run.connections.engine(rep.host)
-        return costed(engine, lambda: verify_device(engine, rep, expected, name, log_tail=log_tail,
-                                                    link=_link(run, rep.host), record=record))
+    def one(job: DeviceJob) -> DeviceReport:
+        engine = run.connections.engine(job.host)
+        return costed(engine, lambda: verify_device(engine, reports[job.host], job, log_tail=log_tail,
+                                                    link=_link(run, job.host)))
 
-    for o in run_each(jobs, one, run.selection.forks, "verifying", on_interrupt=run.connections.abort):
+    for o in run_each(list(jobs.values()), one, run.selection.forks, "verifying", on_interrupt=run.connections.abort):
         if not o.ok:
-            rep = o.item[0]
+            rep = reports[o.item.host]
             if o.interrupted:
                 rep.result, rep.reason = Result.INTERRUPTED, o.error.reason
             else:
@@ -98,11 +129,12 @@ class StatusRow:
 def status(run: Run, playbook: Playbook, history: History) -> list[StatusRow]:
     """``fleet status``: per selected device, what runs now against what the last deploy or
     rollback of the playbook's app intended (the history); changes nothing."""
-    name = playbook.container_spec.name
+    name = app_name(playbook)
+    first = containers(playbook)[0]
     hosts = run.hosts()
 
     def one(host: str) -> StatusRow:
-        c = run.connections.engine(host).container(name)
+        c = run.connections.engine(host).container(first)
         want = history.intended(name, host)
         row = StatusRow(host, "", intended_deployment=want["id"] if want else None,
                         intended_index=want["index_digest"] if want else None,
@@ -115,7 +147,7 @@ def status(run: Run, playbook: Playbook, history: History) -> list[StatusRow]:
         if want is None:
             row.state = "no rollout recorded"
         elif c is None:
-            row.state, row.detail = "missing", f"no container {name}"
+            row.state, row.detail = "missing", f"no container {first}"
         elif row.index_digest != want["index_digest"] or (want["config_digest"] and
                                                           row.config_digest != want["config_digest"]):
             row.state = "drifted"
@@ -150,15 +182,20 @@ class PruneRow:
 def prune(run: Run, playbook: Playbook) -> list[PruneRow]:
     """``fleet prune``: on every selected device, remove the images of the app's
     repository older than the previous release (``rollout.keep_images``)."""
-    name = playbook.container_spec.name
-    repository = Reference.parse(playbook.image).name
     keep = playbook.rollout.keep_images
+    pairs = [(Reference.parse(img.reference).name, container)
+             for img, container in zip(app_images(playbook), containers(playbook))]
 
     def one(host: str) -> PruneRow:
         engine = run.connections.engine(host)
-        c = engine.container(name)
-        keep_ids = {c.image_id, c.labels.get(LABEL["previous_config"], "")} if c is not None else set()
-        removed, refused = prune_app(engine, repository, keep_ids, keep)
+        removed: list[str] = []
+        refused: list[str] = []
+        for repository, container in pairs:
+            c = engine.container(container)
+            keep_ids = {c.image_id, c.labels.get(LABEL["previous_config"], "")} if c is not None else set()
+            gone, kept = prune_app(engine, repository, keep_ids, keep)
+            removed += gone
+            refused += kept
         return PruneRow(host, removed, refused)
 
     rows = []

@@ -22,18 +22,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from fleet.deploy import App, DeployOptions, DeviceJob, DeviceLink, deploy_device, report_for
-from fleet.deploy.devicetxn import AppRecord, parse_app_records
+from fleet.compose import resolve_fleet
+from fleet.deploy import App, DeployOptions, DeviceJob, DeviceLink, Unit, deploy_device, report_for
+from fleet.deploy.devicetxn import parse_app_records
 from fleet.engine import PullAuth
 from fleet.errors import FleetError, UsageError
 from fleet.fanout import run_each
 from fleet.history import History
 from fleet.labels import LABEL
 from fleet.output import progress_line
-from fleet.pipeline.stages import Probed, Run, costed, plan, probe, publish
+from fleet.pipeline.apps import AppImage, Planned, app_images, app_name, auth_for, device_jobs, plan_app, \
+    publish_app
+from fleet.pipeline.stages import Probed, Run, costed, probe
 from fleet.plan import DevicePlan, Plan, plan_devices
 from fleet.playbook import Playbook, RegistrySettings
-from fleet.publish import PublishResult, read_published, registry_credentials
+from fleet.publish import PublishResult, read_published
 from fleet.registry import Reference
 from fleet.results import DeviceReport, Result, summary_line
 from fleet.rollout import RolloutSpec, batches, threshold_crossed
@@ -65,6 +68,7 @@ class DeployRun:
     finished: str | None = None
     plan: Plan | None = None
     published: PublishResult | None = None
+    planned: Planned | None = None
     devices: list[DeviceReport] = field(default_factory=list)
     batches: list[list[str]] = field(default_factory=list)
     stopped: str | None = None
@@ -92,34 +96,40 @@ class DeployRun:
         text = self.summary_text or summary_line([r.result for r in self.devices])
         return text + (f"; stopped at {self.stopped}" if self.stopped else "")
 
+    def images(self) -> list[dict[str, Any]]:
+        """Every image of the app as published or read: ``{"service", "reference",
+        "index_digest", "built"}`` (one for a single container)."""
+        if self.planned is None:
+            return [{"service": None, "reference": self.reference, "index_digest": self.index_digest, "built": True}]
+        return [{"service": i.service, "reference": i.published.reference if i.published else i.reference,
+                 "index_digest": i.published.index_digest if i.published else None, "built": i.built}
+                for i in self.planned.images]
+
     def to_dict(self) -> dict[str, Any]:
         """The saved report: ``{"deployment", "kind", "playbook", "reference",
-        "index_digest", "check", "started", "finished", "plan", "publish", "batches",
-        "stopped", "devices", "summary", "ok", "errors"}``."""
+        "index_digest", "check", "started", "finished", "plan", "publish", "images",
+        "batches", "stopped", "devices", "summary", "ok", "errors"}``."""
         return {"deployment": self.deployment, "kind": self.kind, "playbook": self.playbook,
                 "reference": self.reference, "index_digest": self.index_digest, "check": self.check,
                 "started": self.started, "finished": self.finished,
                 "plan": self.plan.to_dict() if self.plan else None,
                 "publish": self.published.to_dict() if self.published else None,
-                "batches": self.batches, "stopped": self.stopped,
+                "images": self.images(), "batches": self.batches, "stopped": self.stopped,
                 "devices": [r.to_dict() for r in self.devices], "summary": self.summary, "ok": self.ok,
                 "errors": list(self.errors)}
 
 
-def _auth(playbook: Playbook, repository: str) -> PullAuth | None:
-    registry = Reference.parse(repository).registry
-    creds = registry_credentials(playbook.registry, registry)
-    return PullAuth(registry, creds) if creds else None
-
-
-def _records(p: Probed, app: str) -> AppRecord | None:
-    return parse_app_records((p.facts or {}).get("fleet_apps")).get(app)
-
-
-def _row(o, host: str, plan_: DevicePlan | None) -> DeviceReport:
-    """The report of a fan-out outcome (its value, or its error classified by type)."""
+def _row(o, host: str, plan_: DevicePlan | None, aborted: bool = False) -> DeviceReport:
+    """The report of a fan-out outcome (its value, or its error classified by type). With
+    ``aborted`` (a second Ctrl-C closed every session), a device that failed is reported
+    interrupted: its failure is the closed link, and its transaction goes on by itself."""
     if o.ok and o.value is not None:
-        return o.value
+        rep = o.value
+        if aborted and rep.result in (Result.FAILED, Result.UNREACHABLE):
+            rep.result = Result.INTERRUPTED
+            rep.reason = (f"interrupted (Ctrl-C) while at work ({rep.reason}); if its transaction had started, "
+                          "the device finishes it by itself (verify shows where it ended)")
+        return rep
     rep = report_for(host, plan_)
     rep.seconds = round(o.seconds, 1)
     if o.interrupted:
@@ -161,12 +171,12 @@ class _Rollout:
 
             def done(o) -> None:
                 if self.on_done is not None:
-                    self.on_done(_row(o, o.item.host, o.item.plan))
+                    self.on_done(_row(o, o.item.host, o.item.plan, self.run.connections.aborted))
 
             for o in run_each(todo, work, self.options.forks,
                               f"{self.label} batch {n}/{len(groups)}" if len(groups) > 1 else self.label,
                               on_interrupt=self.run.connections.abort, graceful=graceful, on_done=done):
-                batch.append(_row(o, o.item.host, o.item.plan))
+                batch.append(_row(o, o.item.host, o.item.plan, self.run.connections.aborted))
             for rep in batch:
                 reports[rep.host] = rep
             if self.history is not None:
@@ -181,7 +191,7 @@ class _Rollout:
 
 def _history_start(history: History | None, out: DeployRun, playbook: Playbook) -> None:
     if history is not None:
-        history.start_run(out.deployment, out.kind, playbook=out.playbook, app=playbook.container_spec.name,
+        history.start_run(out.deployment, out.kind, playbook=out.playbook, app=app_name(playbook),
                           reference=out.reference, index_digest=out.index_digest, started=out.started,
                           publish=out.published.to_dict() if out.published else None)
 
@@ -190,57 +200,48 @@ def _history_end(history: History | None, out: DeployRun) -> None:
     if history is not None:
         history.update_run(out.deployment, finished=out.finished, summary=out.summary, ok=int(out.ok),
                            stopped=out.stopped, index_digest=out.index_digest, reference=out.reference,
-                           publish=out.published.to_dict() if out.published else None)
+                           publish=out.published.to_dict() if out.published else None, images=out.images())
 
 
 def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: DeployOptions | None = None,
            published: PublishResult | None = None, rollout: RolloutSpec | None = None,
            history: History | None = None, log: Callable[[str], None] = lambda s: None,
            on_done: Callable[[DeviceReport], None] | None = None) -> DeployRun:
-    """The whole deploy: probe, plan, publish ONE tag (unless ``check``), then the devices
-    batch by batch (``rollout``, default the playbook's): pull by digest, check, the
-    device-side transaction, verify (:func:`fleet.deploy.deploy_device`).
+    """The whole deploy: probe, plan (and resolve each device's Compose values), publish
+    every built image as ONE multi-arch tag (unless ``check``), then the devices batch by
+    batch (``rollout``, default the playbook's): pull by digest, check, the device-side
+    transaction, verify (:func:`fleet.deploy.deploy_device`).
 
     A device the probe could not reach is "unreachable" in its batch (and counts against
     the threshold). ``published``: an already published index to roll out instead of
     publishing the playbook (tests use it to push an index around fleet's own checks). A
-    plan with errors (an undecided device, a platform no entry fits) returns ``errors``
-    before anything is published or any device is touched.
+    plan with errors (an undecided device, a platform no entry fits, a missing required
+    value) returns ``errors`` before anything is published or any device is touched.
     """
     options = options or DeployOptions()
     spec = rollout or playbook.rollout
-    out = DeployRun(options.deployment, str(playbook.path), playbook.image, check, _now(),
+    out = DeployRun(options.deployment, str(playbook.path), playbook.image or app_name(playbook), check, _now(),
                     kind="check" if check else "deploy")
     explicit = [e.platform for e in published.entries] if published is not None else []
     probed = probe(run)
-    reachable = [p for p in probed if p.facts is not None]
-    planned = plan(playbook, reachable, explicit)
-    out.plan = planned
+    planned = plan_app(run, playbook, probed, explicit)
+    out.planned = planned
+    out.plan = planned.main.plan
     if planned.errors:
         out.errors = planned.errors + ["nothing published, no device touched"]
         out.summary_text = "plan has errors: nothing published, no device touched"
         return out
-    result = published if published is not None or check else publish(playbook, planned, run, log=log)
-    if result is not None:
-        out.published, out.index_digest, out.reference = result, result.index_digest, result.reference
+    if published is not None:
+        planned.main.published = published
+    elif not check:
+        publish_app(run, planned, log)
+    main = planned.main.published
+    if main is not None:
+        out.published, out.index_digest, out.reference = main, main.index_digest, main.reference
         if options.hooks.after_publish:
-            options.hooks.after_publish(result)
-    repository = result.repository if result is not None else Reference.parse(playbook.image).name
-    app = App(out.reference, playbook.name, playbook.container_spec, playbook.health,
-              None if check else _auth(playbook, repository))
-    name = app.spec.name
-    jobs: dict[str, DeviceJob] = {}
-    by_host = {p.host: p for p in probed}
-    for dp in planned.devices:
-        assert dp.entry_index is not None  # a plan without errors places every device
-        if result is not None:
-            entry = result.entries[dp.entry_index]
-            expected = Expected.from_entry(result.repository, result.index_digest, entry)
-            size = entry.size
-        else:
-            assert dp.entry_platform is not None
-            expected, size = Expected(repository, "sha256:(this publish)", dp.entry_platform, "", "", ()), 0
-        jobs[dp.host] = DeviceJob(dp.host, dp, expected, size, _records(by_host[dp.host], name))
+            options.hooks.after_publish(main)
+    app = App(out.reference, playbook.name, playbook.health)
+    jobs = device_jobs(playbook, planned, probed, check=check)
     preset = {p.host: _unreachable(p) for p in probed if p.facts is None}
     if not check:
         _history_start(history, out, playbook)
@@ -254,12 +255,12 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
     roll = _Rollout(run, out, spec if not check else RolloutSpec(), opts, None if check else history, on_done,
                     "checking" if check else "deploying")
     reports = roll.go([p.host for p in probed], jobs, preset, work, graceful=not check)
+    by_host = {p.host: p for p in probed}
     if out.stopped and spec.on_failure == "rollback" and not check:
         updated = [h for h, r in reports.items() if r.result is Result.VERIFIED]
         if updated:
             progress_line(f"rollout stopped at {out.stopped}: rolling back {len(updated)} updated device(s)")
-            back = _roll_back(run, playbook, updated, options, history=None, reason=out.stopped,
-                              by_host=by_host)
+            back = _roll_back(run, playbook, updated, options, reason=out.stopped, by_host=by_host)
             for h, rep in back.items():
                 reports[h] = rep
             if history is not None:
@@ -282,17 +283,21 @@ def _unreachable(p: Probed) -> DeviceReport:
 
 
 def _roll_back(run: Run, playbook: Playbook, hosts: Sequence[str], options: DeployOptions, *,
-               history: History | None, reason: str, by_host: dict[str, Probed]) -> dict[str, DeviceReport]:
+               reason: str, by_host: dict[str, Probed]) -> dict[str, DeviceReport]:
     """Return ``hosts`` to the release each ran before this one (on_failure: rollback)."""
     sub = replace(options, deployment=options.deployment + "-rollback", keep_images=None)
-    out = DeployRun(sub.deployment, str(playbook.path), playbook.image, False, _now(), kind="rollback")
-    reports = _rollback_devices(run, playbook, [by_host[h] for h in hosts], None, sub, history, out, None)
+    out = DeployRun(sub.deployment, str(playbook.path), out_reference(playbook), False, _now(), kind="rollback")
+    reports = _rollback_devices(run, playbook, [by_host[h] for h in hosts], None, sub, None, out, None)
     for rep in reports.values():
         if rep.result is Result.VERIFIED:
             rep.result = Result.ROLLED_BACK
             rep.reason = f"rolled back to deployment {(rep.previous or {}).get('deployment') or '?'} because the " \
                          f"rollout stopped at {reason}"
     return reports
+
+
+def out_reference(playbook: Playbook) -> str:
+    return playbook.image or app_name(playbook)
 
 
 def rollback(run: Run, playbook: Playbook, *, to: str | None = None, options: DeployOptions | None = None,
@@ -303,7 +308,7 @@ def rollback(run: Run, playbook: Playbook, *, to: str | None = None, options: De
     the history; with the image already on the device when it is there (no download), and
     through the same device-side transaction and verification as a deploy."""
     options = replace(options or DeployOptions(), keep_images=None)
-    out = DeployRun(options.deployment, str(playbook.path), playbook.image, False, _now(), kind="rollback")
+    out = DeployRun(options.deployment, str(playbook.path), out_reference(playbook), False, _now(), kind="rollback")
     target = None
     if to is not None:
         if history is None:
@@ -325,27 +330,42 @@ def _rollback_devices(run: Run, playbook: Playbook, probed: Sequence[Probed], ta
                       options: DeployOptions, history: History | None, out: DeployRun,
                       on_done: Callable[[DeviceReport], None] | None,
                       spec: RolloutSpec = RolloutSpec()) -> dict[str, DeviceReport]:
-    """Plan each device's way back (which index, which entry) and run it batch by batch."""
-    name = playbook.container_spec.name
+    """Plan each device's way back (for each of the app's containers: which index, which
+    entry) and run it batch by batch."""
+    images = app_images(playbook)
     preset: dict[str, DeviceReport] = {}
-    wanted: dict[str, tuple[str, str]] = {}  # host -> (repository, index digest)
     reachable = [p for p in probed if p.facts is not None]
     for p in probed:
         if p.facts is None:
             preset[p.host] = _unreachable(p)
+    stacks = dict(resolve_fleet(playbook.compose, [run.connections.host(p.host) for p in reachable])) \
+        if playbook.compose is not None else {}
 
-    def where_to(p: Probed) -> tuple[str, str] | None:
+    def containers(host: str) -> list[tuple[AppImage, str]]:
+        stack = stacks.get(host)
+        return [(img, playbook.container_spec.name if img.service is None else f"{stack.project}-{img.service}")
+                for img in images]
+
+    def where_to(p: Probed) -> list[tuple[str, str]]:
+        """(repository, index digest) to go back to, per container of the app."""
         if target is not None:
-            return Reference.parse(target["reference"]).name, target["index_digest"]
-        c = run.connections.engine(p.host).container(name)
-        if c is None:
-            raise FleetError(f"no container {name} on the device: nothing to roll back")
-        index = c.labels.get(LABEL["previous_index"])
-        repo = c.labels.get(LABEL["repository"]) or Reference.parse(playbook.image).name
-        if not index:
-            raise FleetError(f"container {name} records no previous release (io.fleet.previous-index-digest)")
-        return repo, index
+            tagged = {Reference.parse(r["reference"]).name: r["index_digest"] for r in target.get("images") or []}
+            return [(Reference.parse(img.reference).name,
+                     tagged.get(Reference.parse(img.reference).name) or target["index_digest"])
+                    for img, _ in containers(p.host)]
+        found = []
+        engine = run.connections.engine(p.host)
+        for img, container in containers(p.host):
+            c = engine.container(container)
+            if c is None:
+                raise FleetError(f"no container {container} on the device: nothing to roll back")
+            index = c.labels.get(LABEL["previous_index"])
+            if not index:
+                raise FleetError(f"container {container} records no previous release (io.fleet.previous-index-digest)")
+            found.append((c.labels.get(LABEL["repository"]) or Reference.parse(img.reference).name, index))
+        return found
 
+    wanted: dict[str, list[tuple[str, str]]] = {}
     for o in run_each(reachable, where_to, run.selection.forks, "reading previous releases",
                       on_interrupt=run.connections.abort):
         if o.ok and o.value is not None:
@@ -353,30 +373,39 @@ def _rollback_devices(run: Run, playbook: Playbook, probed: Sequence[Probed], ta
         else:
             preset[o.item.host] = _row(o, o.item.host, None)
     published: dict[tuple[str, str], PublishResult] = {}
-    for repo, index in sorted(set(wanted.values())):
-        settings = playbook.registry if repo == Reference.parse(playbook.image).name else RegistrySettings()
-        published[(repo, index)] = read_published(f"{repo}@{index}", settings)
+    for repo, index in sorted({key for keys in wanted.values() for key in keys}):
+        own = any(Reference.parse(i.reference).name == repo for i in images if i.built)
+        published[(repo, index)] = read_published(f"{repo}@{index}", playbook.registry if own else RegistrySettings())
     jobs: dict[str, DeviceJob] = {}
     by_host = {p.host: p for p in probed}
-    for host, key in wanted.items():
-        pub = published[key]
+    auths: dict[str, PullAuth | None] = {}
+    for host, keys in wanted.items():
         p = by_host[host]
-        dp = plan_devices({host: p.detection}, [e.platform for e in pub.entries],
-                          {host: p.detection.engine_version if p.detection else None})[0]
-        if dp.error or dp.entry_index is None:
-            rep = report_for(host, dp)
-            rep.result, rep.reason = Result.FAILED, dp.error or "no entry"
-            preset[host] = rep
-            continue
-        entry = pub.entries[dp.entry_index]
-        jobs[host] = DeviceJob(host, dp, Expected.from_entry(pub.repository, pub.index_digest, entry), entry.size,
-                               _records(p, name))
-    apps = {pub.index_digest: App(pub.reference, playbook.name, playbook.container_spec, playbook.health,
-                                  _auth(playbook, pub.repository)) for pub in published.values()}
+        units = []
+        for (img, container), key in zip(containers(host), keys):
+            pub = published[key]
+            dp = plan_devices({host: p.detection}, [e.platform for e in pub.entries],
+                              {host: p.detection.engine_version if p.detection else None})[0]
+            if dp.error or dp.entry_index is None:
+                rep = report_for(host, dp)
+                rep.result, rep.reason = Result.FAILED, f"{container}: {dp.error or 'no entry'}"
+                preset[host] = rep
+                break
+            entry = pub.entries[dp.entry_index]
+            if pub.repository not in auths:
+                auths[pub.repository] = auth_for(playbook, pub.repository)
+            spec = playbook.container_spec.to_service() if img.service is None else stacks[host].services[img.service]
+            units.append(Unit(img.service or container, container, spec,
+                              Expected.from_entry(pub.repository, pub.index_digest, entry), dp, entry.size,
+                              auths[pub.repository]))
+        else:
+            stack = stacks.get(host)
+            jobs[host] = DeviceJob(host, tuple(units), app_name(playbook),
+                                   parse_app_records(p.facts.get("fleet_apps")).get(app_name(playbook)), {}, stack)
+    app = App(out.reference, playbook.name, playbook.health)
 
     def work(job: DeviceJob) -> DeviceReport:
         link = DeviceLink(lambda: run.connections.session(job.host), run.connections.target(job.host).become)
-        app = apps[job.expected.index_digest]
         engine = run.connections.engine(job.host)
         rep = costed(engine, lambda: deploy_device(engine, job, app, options, link))
         if any(a.startswith("pull ") for a in rep.actions):

@@ -382,8 +382,8 @@ def _gather_children(playbook: Playbook, plan: Plan, target: Reference, client: 
         return clients[registry]
 
     if isinstance(src, BuildSource):
-        return [build_local(src.context, src.dockerfile, src.args, p, target, client, creds, log=log)
-                for p in platforms]
+        return [build_local(src.context, src.dockerfile, src.args, p, target, client, creds, log=log,
+                            stage=src.stage) for p in platforms]
     if isinstance(src, NativeSource):
         if native_session is None:
             raise UsageError("a native source needs the inventory (-i) to reach its builder devices")

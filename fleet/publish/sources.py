@@ -187,7 +187,8 @@ def _head_child(client: RegistryClient, repo: str, tag: str, platform: Platform,
 
 def build_local(context: Path, dockerfile: str, args: Mapping[str, str], platform: Platform,
                 target: Reference, client: RegistryClient, credentials: Credentials | tuple[str, str] | None,
-                *, log: Callable[[str], None] = lambda s: None, use_buildx: bool | None = None) -> Child:
+                *, log: Callable[[str], None] = lambda s: None, use_buildx: bool | None = None,
+                stage: str | None = None) -> Child:
     """Build ``context`` for ``platform`` on the local engine, push ``TARGET:TAG-<platform>``.
 
     Raises :class:`SourceError` with the build error (and the classic-builder hint), a
@@ -198,7 +199,7 @@ def build_local(context: Path, dockerfile: str, args: Mapping[str, str], platfor
     if use_buildx is None:
         use_buildx = _has_buildx()
     if use_buildx:
-        return _build_buildx(context, dockerfile, args, platform, target, client, tag, log)
+        return _build_buildx(context, dockerfile, args, platform, target, client, tag, log, stage)
     dc = _docker_client()
     try:
         api = dc.api
@@ -216,7 +217,7 @@ def build_local(context: Path, dockerfile: str, args: Mapping[str, str], platfor
             # gives the same image (same digests, nothing re-uploaded).
             for item in api.build(path=str(context), dockerfile=dockerfile, tag=ref, platform=str(platform),
                                   buildargs=buildargs, rm=True, forcerm=True, pull=False, decode=True,
-                                  cache_from=[ref]):
+                                  cache_from=[ref], target=stage):
                 if "stream" in item:
                     lines.append(str(item["stream"]))
                 if item.get("error") or item.get("errorDetail"):
@@ -258,7 +259,7 @@ def build_local(context: Path, dockerfile: str, args: Mapping[str, str], platfor
 
 def _build_buildx(context: Path, dockerfile: str, args: Mapping[str, str], platform: Platform,
                   target: Reference, client: RegistryClient, tag: str,
-                  log: Callable[[str], None]) -> Child:
+                  log: Callable[[str], None], stage: str | None = None) -> Child:
     """``docker buildx build --platform P --push`` (no provenance/SBOM so the push is one
     image manifest, docker/buildx#1509). Not available on this project's machines: this
     path is not covered by the tests. Credentials come from the Docker config, as for any
@@ -266,6 +267,8 @@ def _build_buildx(context: Path, dockerfile: str, args: Mapping[str, str], platf
     ref = f"{target.name}:{tag}"
     cmd = ["docker", "buildx", "build", "--platform", str(platform), "--provenance=false",
            "--sbom=false", "-f", str(Path(context) / dockerfile), "-t", ref, "--push"]
+    if stage:
+        cmd += ["--target", stage]
     for k, v in args.items():
         cmd += ["--build-arg", f"{k}={v}"]
     cmd.append(str(context))

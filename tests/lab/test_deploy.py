@@ -345,7 +345,7 @@ def test_wrong_child_pushed_around_fleets_checks_is_caught(st: State):
     doc = deploy(load_playbook(_playbook(st, "2")), _sel(st, "pi4-64"), published=wrong)
     r = _rows(doc)["pi4-64"]
     assert r["result"] == "failed", r
-    assert "pulled image is not the planned linux/arm64 child" in r["reason"]
+    assert f"pulled image of {NAME} is not the planned linux/arm64 child" in r["reason"]
     assert "platform: linux/amd64, planned linux/arm64" in r["reason"] and "nothing replaced" in r["reason"]
     assert st.container("pi4-64")["Id"] == before
     cp = _fleet("verify", f"{st.registry}/{REPO}:wrong", "--name", NAME, "-i", st.lab.inventory, "-l", "pi4-64",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import textwrap
 from pathlib import Path
 
@@ -166,3 +167,23 @@ def test_prune_keeps_current_previous_and_other_repositories():
     gone = images_to_prune(images, "reg/app", {"sha256:" + "3" * 64, "sha256:" + "1" * 64}, 2)
     assert [i.id[-1] for i in gone] == ["2"]
     assert not ImageSummary("x", "", ("reg/application:1",)).of("reg/app")
+
+
+def test_history_written_by_an_older_fleet_gains_the_new_columns(tmp_path):
+    """A history file from before ``publish``/``images`` existed opens, and a run lands."""
+    import sqlite3
+    path = tmp_path / "h" / "history.sqlite"
+    path.parent.mkdir(mode=0o700)
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE runs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, playbook TEXT, app TEXT,
+        reference TEXT, index_digest TEXT, user TEXT, controller TEXT, started TEXT, finished TEXT, summary TEXT,
+        ok INTEGER, stopped TEXT);
+        INSERT INTO runs (id, kind, app) VALUES ('old', 'deploy', 'hello');""")
+    db.commit()
+    db.close()
+    os.chmod(path, 0o600)
+    with History(path) as h:
+        cols = {row[1] for row in h.db.execute("PRAGMA table_info(runs)")}
+        assert {"publish", "images"} <= cols
+        h.db.execute("UPDATE runs SET images=? WHERE id='old'", ('{"web": "x"}',))
+        assert h.db.execute("SELECT images FROM runs WHERE id='old'").fetchone()[0] == '{"web": "x"}'
