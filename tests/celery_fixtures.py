@@ -192,7 +192,7 @@ class Identity:
 
 
 def make_identity(directory: Path, cn: str, *, days: int = 2, serial: int | None = None) -> Identity:
-    """``openssl req -x509 -newkey rsa:2048 -nodes ...`` as docs/sites.md tells users
+    """``openssl req -x509 -newkey rsa:2048 -nodes ...``: docs/sites.md's command with a shorter key (test speed)
     (``serial``: a fixed certificate serial number, e.g. to impersonate another's id)."""
     directory.mkdir(parents=True, exist_ok=True)
     key, cert = directory / f"{cn}.key", directory / f"{cn}.pem"

@@ -14,7 +14,7 @@ Modules, one concern each:
 * :mod:`fleet.executor.work`      :class:`DeviceWork`, made from an inventory host
   (``fleet_site``, connection variables: references, never secrets);
 * :mod:`fleet.executor.handlers`  the handler registry and :class:`WorkerContext`;
-* :mod:`fleet.executor.probe`     the ``probe`` handler;
+* :mod:`fleet.executor.probe`     the ``probe`` handler; :mod:`fleet.executor.noop` ``noop``;
 * :mod:`fleet.executor.local`     the :class:`Executor` protocol, :class:`LocalExecutor`;
 * :mod:`fleet.executor.errors`    the seam's errors, a device's error as data;
 * :mod:`fleet.executor.jobs`      the signed job and result documents, checked;

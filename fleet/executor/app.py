@@ -119,6 +119,10 @@ def make_app(broker: str, result_backend: str, signing: Signing, *, role: str, m
         "unacked_restore_interval": max(1.0, min(10.0, vt / 4)),
         "unacked_restore_throttle": 1,
         "socket_connect_timeout": CONNECT_TIMEOUT,
+        # a site behind NAT can lose its broker connection without a FIN: without a socket
+        # timeout a publish or read on the dead connection waits forever (kombu's redis
+        # transport options); keepalive and health checks find it sooner
+        "socket_timeout": 30.0,
         "socket_keepalive": True,
         "health_check_interval": 25,
     }

@@ -121,10 +121,10 @@ class CeleryExecutor:
         siteless = [w.host for w in works if w.site is None]
         if siteless and not self.local_fallback:
             more = f" and {len(siteless) - 5} more" if len(siteless) > 5 else ""
+            them = "it" if len(siteless) == 1 else "them"
             raise UsageError(f"{', '.join(siteless[:5])}{more}: no fleet_site in the inventory, so no site worker "
-                             f"can reach {'it' if len(siteless) == 1 else 'them'}; set fleet_site, or run "
-                             f"with --local-fallback (or --executor local) to work on {'it' if len(siteless) == 1 else 'them'} "
-                             f"from this machine")
+                             f"can reach {them}; set fleet_site, or run with --local-fallback (or --executor local) "
+                             f"to work on {them} from this machine")
         if len(siteless) < len(works):
             self.check()
         return _Run(self, works, forks, label, on_interrupt, graceful, on_done).run()

@@ -47,7 +47,7 @@ _HANDLERS: dict[str, Handler] = {}
 _LOCK = threading.Lock()
 # Modules that register fleet's own handlers, imported on first lookup (kept out of the
 # import of fleet.executor itself: the probe imports paramiko and the engine client).
-_BUILTIN_MODULES = ("fleet.executor.probe",)
+_BUILTIN_MODULES = ("fleet.executor.probe", "fleet.executor.noop")
 _builtins_loaded = False
 
 

@@ -102,8 +102,10 @@ def read_result(doc: Any, job: str, work: DeviceWork) -> tuple[dict | None, Exce
     about = {k: doc.get(k) for k in ("site", "worker", "pid", "redelivered")}
     worker = str(doc.get("worker") or "?")
     if doc.get("job") != job or doc.get("host") != work.host or doc.get("kind") != work.kind:
-        return None, RemoteError(f"worker {worker} answered job {job} with the result of another job "
-                                 f"({str(doc.get('kind'))[:30]} on {str(doc.get('host'))[:80]})", worker=worker), 0.0, about
+        other = f"{str(doc.get('kind'))[:30]} on {str(doc.get('host'))[:80]}"
+        error = RemoteError(f"worker {worker} answered job {job} with the result of another job ({other})",
+                            worker=worker)
+        return None, error, 0.0, about
     seconds = doc.get("seconds")
     seconds = float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else 0.0
     if doc.get("ok") is True and isinstance(doc.get("value"), dict):

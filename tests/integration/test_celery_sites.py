@@ -164,6 +164,21 @@ def test_broker_down_is_a_clear_error_before_anything_is_sent(devices, signers, 
     assert "ready" not in r.stderr
 
 
+def test_worker_cli_usage_errors_exit_2(signers, redis_server, tmp_path):
+    base = [FLEET, "worker", "--broker", redis_server.url]
+    ids = ["--key", str(signers.sites["a"].key), "--cert", str(signers.sites["a"].cert),
+           "--cert-store", str(signers.worker_store)]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    for args, msg in [(["--site", "a b", *ids], "--site: 'a b' is not a site name"),
+                      (["--site", "a", "--key", str(tmp_path / "nokey"), *ids[2:]], "nokey: No such file"),
+                      (["--site", "a", "--key", str(signers.sites["a"].key), "--cert", str(signers.sites["b"].cert),
+                        "--cert-store", str(signers.worker_store)], "is not the certificate of --key"),
+                      (["--site", "a"], "give --key PATH or set FLEET_CELERY_KEY")]:
+        r = subprocess.run([*base, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
 def test_executor_options_are_checked(devices, signers, home):
     with pytest.raises(UsageError, match="--executor 'ssh'"):
         executor_from_options("ssh", None, False)
