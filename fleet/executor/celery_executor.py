@@ -143,6 +143,7 @@ class _Run:
         self.graceful = graceful
         self.on_done = on_done
         self.results: list[WorkOutcome | None] = [None] * len(works)
+        self.left = len(works)
         self.queues: dict[str, deque[int]] = {}
         self.local: deque[int] = deque()
         for i, w in enumerate(works):
@@ -168,13 +169,14 @@ class _Run:
             return
         o = WorkOutcome(self.works[i], value, error, seconds, worker=worker, site=site, redelivered=bool(redelivered))
         self.results[i] = o
+        self.left -= 1
         if self.progress is not None:
             self.progress.advance(self.task)
         if self.on_done is not None:
             self.on_done(o)
 
     def pending(self) -> bool:
-        return any(r is None for r in self.results)
+        return self.left > 0
 
     # ---------------------------------------------------------------- sending
     def send_some(self, producer: Any) -> None:

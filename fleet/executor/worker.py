@@ -83,9 +83,12 @@ def _log_refusal(message: Any, exc: BaseException, why: str | None = None) -> No
     job = headers.get("id") if isinstance(headers, dict) else None
     task = headers.get("task") if isinstance(headers, dict) else None
     delivery = getattr(message, "delivery_info", None) or {}
-    queue = delivery.get("routing_key") or "?"
+    where = delivery.get("exchange") or delivery.get("routing_key") or "?"
+    if task is None:  # not a job: a remote-control broadcast (shutdown, add_consumer...) or garbage
+        log.error("refused message (not a job, from %s): %s", _short(where, 80), why or _why_refused(message, exc))
+        return
     log.error("refused job %s (task %s, queue %s): %s", _short(job or "without an id", 80),
-              _short(task or "?", 80), _short(queue, 80), why or _why_refused(message, exc))
+              _short(task, 80), _short(delivery.get("routing_key") or "?", 80), why or _why_refused(message, exc))
 
 
 class SiteConsumer(Consumer):

@@ -103,7 +103,7 @@ def test_redis_worker_killed_mid_job_fails_the_device_after_its_deadline_and_nev
         t.join(30)
         assert not t.is_alive(), "the controller hangs"
         o = box["out"][0]
-        assert 6.0 <= box["took"] < 12, box["took"]
+        assert 6.0 <= box["took"] < 20, box["took"]
         assert isinstance(o.error, JobLost), o.error
         assert str(o.error) == "slow1: the job started on worker fleet-a@test of site a but no result came within 6 s"
         assert classify(o.error)[0] == Result.UNREACHABLE

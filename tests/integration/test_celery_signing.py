@@ -159,6 +159,23 @@ def test_signed_job_replayed_under_another_id_expired_or_for_another_site_is_ref
     assert _logins(devices, "a1") == before
 
 
+def test_unsigned_remote_control_is_refused(devices, site_a, redis_server, executor, signers):
+    """Celery's remote control (shutdown, add_consumer...) goes through the broker too: an
+    unsigned ``shutdown`` broadcast is refused and the worker goes on serving its site."""
+    from kombu import Connection
+    from kombu.pidbox import Mailbox
+
+    with Connection(redis_server.url) as conn:
+        Mailbox("celery", type="fanout", serializer="json")(conn)._broadcast("shutdown", {})
+        Mailbox("celery", type="fanout", serializer="json")(conn)._broadcast(
+            "add_consumer", {"queue": "fleet.site.b"})
+    site_a.wait_for("refused message (not a job, from celery.pidbox): unsigned", count=2)
+    time.sleep(1.0)
+    assert site_a.proc.poll() is None
+    out = executor.map([_work(devices, "a1")])
+    assert out[0].ok and out[0].worker == "fleet-a@test"
+
+
 def test_forged_results_are_not_believed(devices, redis_server, executor, signers, tmp_path):
     """Site z has no worker; while the controller waits, results are forged for its jobs:
     one unsigned, one signed by an untrusted key. Neither is used."""
