@@ -11,6 +11,7 @@ interrupted by Ctrl-C (what was gathered is still printed and saved). ``-v``/``-
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 import typer
@@ -313,6 +314,39 @@ def verify_cmd(
 
     _run(lambda: run_verify(what, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
                             name=name, as_json=as_json, report_directory=report_directory), as_json, verbose)
+
+
+@app.command("worker", context_settings=CONTEXT)
+def worker_cmd(
+    site: str = typer.Option(..., "--site", envvar="FLEET_SITE", metavar="NAME",
+                             help="The site this worker serves: it runs the jobs of the devices whose inventory fleet_site is NAME (queue fleet.site.NAME)."),
+    broker: Optional[str] = typer.Option(None, "--broker", metavar="URL", show_default=False,
+                                         help="Broker URL: redis://HOST:6379/0, rediss://..., amqp://... (default $FLEET_BROKER_URL; keep a password out of the command line: use the variable)."),
+    result_backend: Optional[str] = typer.Option(None, "--result-backend", envvar="FLEET_RESULT_BACKEND", metavar="URL",
+                                                 help="Redis URL results go back through (default: the broker's, when it is Redis)."),
+    concurrency: int = typer.Option(50, "--concurrency", "-c", min=1, metavar="N", help="Jobs (devices) worked on at once."),
+    key: Optional[str] = typer.Option(None, "--key", metavar="PEM", help="This worker's RSA signing key, for its results (default $FLEET_CELERY_KEY)."),
+    cert: Optional[str] = typer.Option(None, "--cert", metavar="PEM", help="Its certificate (default $FLEET_CELERY_CERT)."),
+    cert_store: Optional[str] = typer.Option(None, "--cert-store", metavar="DIR", help="Certificates of the controllers whose jobs it runs (default $FLEET_CELERY_CERT_STORE)."),
+    known_hosts: KnownHostsOpt = None,
+    accept_new: AcceptNewOpt = False,
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", metavar="PATH", help="ssh config file (default ~/.ssh/config if it exists)."),
+    timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    max_deadline: float = typer.Option(3600.0, "--max-deadline", min=1.0, metavar="S",
+                                       help="Longest job deadline accepted; sizes the Redis visibility timeout (use the same value on every worker of a broker)."),
+    clock_skew: float = typer.Option(10.0, "--clock-skew", min=0.0, metavar="S",
+                                     help="Clock difference tolerated between the controller and this worker: a job is refused once its deadline plus S has passed."),
+    name: Optional[str] = typer.Option(None, "--name", metavar="NODE", help="Celery node name (default fleet-SITE@HOSTNAME)."),
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Run a site worker in the foreground: the Celery worker that reaches this site's devices over SSH for the controller (signed jobs only; Ctrl-C stops it)."""
+    from fleet.cli.worker import run_worker_command
+
+    _run(lambda: run_worker_command(broker=broker, site=site, concurrency=concurrency, key=key, cert=cert,
+                                    cert_store=cert_store, result_backend=result_backend, known_hosts=known_hosts,
+                                    accept_new=accept_new, ssh_config=ssh_config, timeout=timeout,
+                                    max_deadline=max_deadline, clock_skew=clock_skew, name=name,
+                                    verbose=verbose), False, verbose)
 
 
 def main() -> None:

@@ -1,0 +1,221 @@
+"""The handler registry and the context a handler reaches its device through.
+
+A handler does one kind of per-device work (``probe``, ``deploy``, ``verify``...)::
+
+    from fleet.executor import register
+
+    @register("probe")
+    def probe(work: DeviceWork, ctx: WorkerContext) -> dict:
+        found = gather_with_api(ctx.session(), ctx.target().become, device=work.host)
+        return {"facts": found.facts, ...}          # JSON data only
+
+It runs wherever the executor puts it: on a thread of the controller
+(:class:`fleet.executor.LocalExecutor`) or in a Celery worker at the device's site
+(:class:`fleet.executor.CeleryExecutor`). It must return JSON data (the result crosses the
+broker) and raise for a failed device (the error is carried back and classified as a local
+one would be, :mod:`fleet.executor.errors`). It must not keep state between calls.
+
+:class:`WorkerContext` is how a handler reaches ``work.host``: ``session()``, ``target()``,
+``engine()`` go through a :class:`fleet.connections.Connections` (the run's own on the
+controller; one built from ``work.connection`` and the WORKER's SSH settings at a site:
+its known_hosts, ssh config and key files), ``remaining()`` the seconds left before the
+deadline, ``registry_credentials()`` the credentials found in the worker's own environment
+or Docker config (the job names where they are, never what they are).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from fleet.errors import UsageError
+from fleet.executor.errors import DeadlineReached
+from fleet.executor.work import DeviceWork
+
+if TYPE_CHECKING:
+    from fleet.connections import Connections
+    from fleet.engine import Engine
+    from fleet.registry import Credentials
+    from fleet.ssh import Session, SSHSettings, Target
+
+__all__ = ["Handler", "register", "handler_for", "kinds", "WorkerContext", "call_handler", "one_host_connections"]
+
+Handler = Callable[[DeviceWork, "WorkerContext"], dict]
+
+_HANDLERS: dict[str, Handler] = {}
+_LOCK = threading.Lock()
+# Modules that register fleet's own handlers, imported on first lookup (kept out of the
+# import of fleet.executor itself: the probe imports paramiko and the engine client).
+_BUILTIN_MODULES = ("fleet.executor.probe", "fleet.executor.noop")
+_builtins_loaded = False
+
+
+def register(kind: str) -> Callable[[Handler], Handler]:
+    """Decorator: make ``fn(work, ctx) -> dict`` the handler of ``kind``. Raises ValueError
+    when ``kind`` already has another handler (one handler per kind, everywhere)."""
+    DeviceWork(kind=kind, host="check")  # the kind must be a valid kind name
+
+    def deco(fn: Handler) -> Handler:
+        with _LOCK:
+            known = _HANDLERS.get(kind)
+            if known is not None and known is not fn and \
+                    (known.__module__, known.__qualname__) != (fn.__module__, fn.__qualname__):
+                raise ValueError(f"work kind {kind!r} already has a handler: {known.__module__}.{known.__qualname__}")
+            _HANDLERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        import importlib
+
+        for name in _BUILTIN_MODULES:
+            importlib.import_module(name)
+        _builtins_loaded = True
+
+
+def handler_for(kind: str) -> Handler:
+    """The handler registered for ``kind``. Raises UsageError naming the kind and the known
+    ones when there is none."""
+    _load_builtins()
+    with _LOCK:
+        fn = _HANDLERS.get(kind)
+        known = sorted(_HANDLERS)
+    if fn is None:
+        raise UsageError(f"no handler for work kind {kind!r} (known: {', '.join(known) or 'none'})")
+    return fn
+
+
+def kinds() -> list[str]:
+    """The registered work kinds, sorted."""
+    _load_builtins()
+    with _LOCK:
+        return sorted(_HANDLERS)
+
+
+def one_host_connections(work: DeviceWork, settings: "SSHSettings", source: str = "") -> "Connections":
+    """A :class:`fleet.connections.Connections` for ``work.host`` alone, its target
+    resolved from ``work.connection`` with ``settings`` (a worker's own SSH settings)."""
+    from fleet.connections import Connections
+    from fleet.inventory import Host, Inventory
+    from fleet.selection import DeviceSelection
+
+    host = Host(name=work.host, vars=dict(work.connection), groups=("all",), source=source or "work item")
+    inventory = Inventory({work.host: host}, {}, [])
+    selection = DeviceSelection(inventory=(), limit=None, forks=1, settings=settings,
+                                _cache={"inventory": inventory, "hosts": [host]})
+    return Connections(selection)
+
+
+class WorkerContext:
+    """How a handler reaches ``work.host`` and what it may know about where it runs.
+
+    ``work``: the item; ``worker``: who runs it (``local`` on the controller, the Celery
+    node name at a site); ``site``: the worker's site (None locally); ``connections``: the
+    :class:`Connections` sessions come from; ``deadline_at``: ``time.monotonic()``
+    value after which the work is abandoned (its sessions are closed).
+    """
+
+    def __init__(self, work: DeviceWork, connections: "Connections", *, worker: str = "local",
+                 site: str | None = None, deadline_at: float | None = None):
+        self.work = work
+        self.worker = worker
+        self.site = site
+        self.connections = connections
+        self.started = time.monotonic()
+        self.deadline_at = self.started + work.deadline if deadline_at is None else deadline_at
+        self.expired = False
+
+    @property
+    def host(self) -> str:
+        return self.work.host
+
+    @property
+    def settings(self) -> "SSHSettings":
+        """The SSH settings sessions are opened with."""
+        return self.connections.selection.settings
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (0 when past it)."""
+        return max(0.0, self.deadline_at - time.monotonic())
+
+    def timeout(self, wanted: float | None) -> float:
+        """``wanted`` seconds (None: all that is left) capped at what is left before the
+        deadline; raises :class:`DeadlineReached` when nothing is left."""
+        left = self.remaining()
+        if left <= 0:
+            raise DeadlineReached(self.work.host, self.work.deadline)
+        return left if wanted is None else min(float(wanted), left)
+
+    def target(self) -> "Target":
+        """The device's SSH target (:func:`fleet.ssh.target_for` on its connection variables)."""
+        return self.connections.target(self.work.host)
+
+    def session(self) -> "Session":
+        """The device's SSH session (opened on first use, then reused)."""
+        return self.connections.session(self.work.host)
+
+    def engine(self) -> "Engine":
+        """The device's Docker engine through its API over the session."""
+        return self.connections.engine(self.work.host)
+
+    def adopt_engine(self, engine: "Engine") -> None:
+        """Keep ``engine`` (opened on the current session) for later work on the device."""
+        self.connections.adopt_engine(self.work.host, engine)
+
+    def registry_credentials(self, registry: str, settings: Mapping[str, Any] | None = None) -> "Credentials | None":
+        """Credentials for ``registry`` as THIS machine has them: ``settings`` names where
+        (``username_env``/``password_env``: variables of this process's environment;
+        ``docker_config``: a path on the worker), as a playbook's ``registry:`` section
+        does (:func:`fleet.registry.resolve_credentials`). None: anonymous."""
+        from types import SimpleNamespace
+
+        from fleet.registry import resolve_credentials
+
+        s = dict(settings or {})
+        return resolve_credentials(SimpleNamespace(username_env=s.get("username_env"),
+                                                   password_env=s.get("password_env"),
+                                                   docker_config=s.get("docker_config")), registry)
+
+    def abort(self) -> None:
+        """Close the device's session now: work blocked on it returns with an error."""
+        self.expired = True
+        self.connections.close(self.work.host)
+
+
+def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None) -> dict:
+    """Run ``work``'s handler with ``ctx`` under its deadline: when the deadline passes the
+    device's session is closed (so blocked SSH work returns) and the error raised is
+    :class:`DeadlineReached`. Returns the handler's result, checked to be a JSON object.
+    Raises the handler's own error otherwise."""
+    import json
+
+    fn = fn or handler_for(work.kind)
+    left = ctx.remaining()
+    if left <= 0:
+        raise DeadlineReached(work.host, work.deadline, "before the work started")
+    timer = threading.Timer(left, ctx.abort)
+    timer.daemon = True
+    timer.start()
+    try:
+        result = fn(work, ctx)
+    except Exception as exc:
+        if ctx.expired:
+            from fleet.results import classify
+
+            raise DeadlineReached(work.host, work.deadline, classify(exc)[1]) from None
+        raise
+    finally:
+        timer.cancel()
+    if ctx.expired:
+        raise DeadlineReached(work.host, work.deadline)
+    if not isinstance(result, dict):
+        raise TypeError(f"handler of {work.kind!r} returned {type(result).__name__}, not a dict")
+    try:
+        return json.loads(json.dumps(result, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"handler of {work.kind!r} returned a result that is not JSON data: {e}") from None
