@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+# ======================================================= state (history, reports) ====
+@pytest.fixture(scope="session", autouse=True)
+def _private_state(tmp_path_factory):
+    """Every test, and every fleet process a test starts, keeps its history and reports
+    under a private folder of the session, never the user's own state folder."""
+    state = tmp_path_factory.mktemp("state")
+    state.chmod(0o700)
+    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME",)}
+    os.environ["XDG_STATE_HOME"] = str(state)
+    yield state
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+# ================================================================ end state ==========
 
 # ============================================================ ssh (tests/sshd.py) ====
 from tests.sshd import SshdServer, start_sshd

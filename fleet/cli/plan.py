@@ -18,7 +18,7 @@ from fleet.plan import Plan
 from fleet.playbook import load_playbook
 from fleet.selection import DeviceSelection
 
-__all__ = ["run_plan", "run_publish", "print_plan"]
+__all__ = ["run_plan", "run_publish", "print_plan", "print_published", "print_values"]
 
 
 def print_plan(plan: Plan, reference: str) -> None:
@@ -43,10 +43,57 @@ def _plan(playbook, sel: DeviceSelection | None, platforms: Sequence[str] | None
     return pipeline.plan(playbook, pipeline.probe(run) if run is not None else None, explicit)
 
 
+def print_values(planned: pipeline.Planned) -> None:
+    """Per device the Compose values its stack was resolved with (secrets masked) and where
+    each came from (host vars, group vars, the environment, a default)."""
+    rows = [(s.values.device, v.name, "(unset)" if v.shown is None else v.shown, v.source)
+            for s in planned.stacks.values() for v in s.values.values]
+    if rows:
+        out.print(table("values per device (secrets masked)", ["host", "variable", "value", "from"], rows))
+    for s in planned.stacks.values():
+        for w in s.values.warnings:
+            line(f"{s.values.device}: warning: {w}")
+
+
+def _plan_app(playbook, sel: DeviceSelection | None, platforms: Sequence[str] | None,
+              run: pipeline.Run | None) -> pipeline.Planned:
+    explicit = pipeline.parse_platforms(platforms)
+    return pipeline.plan_app(run, playbook, pipeline.probe(run) if run is not None else None, explicit)
+
+
+def _print_app(planned: pipeline.Planned) -> None:
+    for img in planned.images:
+        assert img.plan is not None
+        print_plan(img.plan, f"{img.service}: {img.reference}" + ("" if img.built else " (picked)"))
+    print_values(planned)
+
+
+def _run_compose_plan(playbook, sel: DeviceSelection | None, platforms: Sequence[str] | None, as_json: bool,
+                      facts: str | None) -> int:
+    if facts is not None:
+        raise UsageError("--facts FILE plans one image; a Compose playbook is planned from a probe (-i/--inventory)")
+    run = pipeline.Run(sel) if sel is not None else None
+    try:
+        planned = _plan_app(playbook, sel, platforms, run)
+    finally:
+        if run is not None:
+            run.connections.close_all()
+    if as_json:
+        emit_json({"app": pipeline.app_name(playbook), **planned.to_dict()})
+    else:
+        _print_app(planned)
+    for e in planned.errors:
+        error(e)
+    return 1 if planned.errors else 0
+
+
 def run_plan(playbook_path: str, sel: DeviceSelection | None, platforms: Sequence[str] | None,
              as_json: bool, *, facts: str | None = None) -> int:
-    """``fleet plan``: print the plan; exit 0 when publishable, 1 when it has errors."""
+    """``fleet plan``: print the plan; exit 0 when publishable, 1 when it has errors. A
+    Compose playbook: one plan per image, and per device the values its stack gets."""
     playbook = load_playbook(playbook_path)
+    if playbook.compose is not None:
+        return _run_compose_plan(playbook, sel, platforms, as_json, facts)
     run = pipeline.Run(sel) if sel is not None else None
     try:
         plan = _plan(playbook, sel, platforms, facts, run)
@@ -72,6 +119,8 @@ def run_publish(playbook_path: str, sel: DeviceSelection | None, platforms: Sequ
     Source, check and registry failures raise FleetError (exit 1).
     """
     playbook = load_playbook(playbook_path)
+    if playbook.compose is not None:
+        return _run_compose_publish(playbook, sel, platforms, media_type, as_json)
     run = pipeline.Run(sel) if sel is not None else None
     try:
         plan = _plan(playbook, sel, platforms, None, run)
@@ -94,10 +143,50 @@ def run_publish(playbook_path: str, sel: DeviceSelection | None, platforms: Sequ
     if as_json:
         emit_json({**result.to_dict(), "plan": plan.to_dict()})
         return 0
+    print_published(result)
+    return 0
+
+
+def print_published(result) -> None:
+    """Platform -> child manifest digest -> config digest, and the index digest."""
     rows = [(e.platform, e.manifest_digest, e.config_digest, e.size, e.checked) for e in result.entries]
     out.print(table(f"published {result.reference}", ["platform", "manifest digest", "config digest", "bytes",
                                                       "content check"], rows))
     line(f"index {result.index_digest} ({result.media_type}, {len(result.entries)} platforms"
          f"{f', {result.attestations} attestations' if result.attestations else ''}); "
          f"blobs uploaded by sources: {result.uploads}")
+
+
+def _run_compose_publish(playbook, sel: DeviceSelection | None, platforms: Sequence[str] | None,
+                         media_type: str | None, as_json: bool) -> int:
+    """Publish every image of a Compose stack that fleet builds (one multi-arch tag each);
+    the picked ones are checked to cover the devices, not pushed. JSON: ``{"app",
+    "images": [{"service", "reference", "built", "publish"}], "plan"}``."""
+    run = pipeline.Run(sel) if sel is not None else None
+    try:
+        planned = _plan_app(playbook, sel, platforms, run)
+        if not as_json:
+            _print_app(planned)
+        if planned.errors:
+            if as_json:
+                emit_json({"app": pipeline.app_name(playbook), "images": [], "plan": planned.to_dict(),
+                           "errors": planned.errors})
+            for e in planned.errors:
+                error(e)
+            error("nothing published")
+            return 1
+        pipeline.publish_app(run, planned, progress_line, media_type=media_type)
+    finally:
+        if run is not None:
+            run.connections.close_all()
+    images = [{"service": i.service, "reference": i.reference, "built": i.built,
+               "publish": i.published.to_dict() if i.published else None} for i in planned.images]
+    if as_json:
+        emit_json({"app": pipeline.app_name(playbook), "images": images, "plan": planned.to_dict()})
+        return 0
+    for img in planned.images:
+        if img.built and img.published is not None:
+            print_published(img.published)
+        elif img.published is not None:
+            line(f"{img.service}: {img.reference} picked as published ({img.published.index_digest})")
     return 0

@@ -8,7 +8,7 @@ from typing import Sequence
 from fleet.output import line, out, table
 from fleet.results import DeviceReport, summary_line
 
-__all__ = ["short_digest", "print_report", "device_line"]
+__all__ = ["short_digest", "print_report", "print_services", "device_line"]
 
 
 def short_digest(d: str | None) -> str | None:
@@ -30,12 +30,25 @@ def print_report(title: str, reports: Sequence[DeviceReport], summary: str | Non
                      short_digest(r.config_digest), str(r.result), f"{r.seconds:.1f}s"))
     out.print(table(title, ["device", "platform", "engine platform", "planned entry", "pulled child",
                             "config digest", "result", "time"], rows))
+    print_services(reports)
     for r in reports:
         if r.reason:
             line(f"{r.host}: {r.result}: {r.reason}")
         if r.log_tail and not r.ok:
             line(f"{r.host}: last log lines:\n" + "\n".join("  | " + ln for ln in r.log_tail.splitlines()[-5:]))
     line(summary or summary_line([r.result for r in reports]))
+
+
+def print_services(reports: Sequence[DeviceReport]) -> None:
+    """For an app of several services (a Compose stack): one row per device and service
+    (its container, planned entry, pulled child, config digest, result). Nothing for a
+    one-container app, whose row above says it all."""
+    rows = [(r.host, s.get("service") or "", s.get("container") or "", s.get("entry_platform") or "",
+             short_digest(s.get("pulled")), short_digest(s.get("config_digest")), str(s.get("result") or ""))
+            for r in reports for s in r.services]
+    if any(len(r.services) > 1 for r in reports):
+        out.print(table("services", ["device", "service", "container", "planned entry", "pulled child",
+                                     "config digest", "result"], rows))
 
 
 def device_line(r: DeviceReport) -> str:

@@ -16,9 +16,11 @@ and stops waiting at a second Ctrl-C. Either way what was gathered is returned, 
 and saved.
 """
 
-from fleet.pipeline.inspecting import PruneRow, StatusRow, prune, status, verify
+from fleet.pipeline.apps import AppImage, Planned, app_name, plan_app
+from fleet.pipeline.inspecting import PruneRow, StatusRow, prune, status, verify, verify_app
 from fleet.pipeline.rollouts import DeployRun, deploy, rollback
 from fleet.pipeline.stages import Probed, Run, parse_platforms, plan, plan_from_facts, probe, publish
 
 __all__ = ["Run", "Probed", "probe", "plan", "plan_from_facts", "publish", "parse_platforms", "DeployRun", "deploy",
-           "rollback", "verify", "status", "StatusRow", "prune", "PruneRow"]
+           "rollback", "verify", "verify_app", "status", "StatusRow", "prune", "PruneRow", "AppImage", "Planned", "app_name",
+           "plan_app"]

@@ -94,19 +94,21 @@ class Planned:
                 "errors": list(self.errors)}
 
 
-def plan_app(run: Run | None, playbook: Playbook, probed: Sequence[Probed], explicit: Sequence = ()) -> Planned:
+def plan_app(run: Run | None, playbook: Playbook, probed: Sequence[Probed] | None,
+             explicit: Sequence = ()) -> Planned:
     """Resolve each device's stack (a missing required value or a Jinja value is a usage
     error naming the device and variable, before anything is touched), then plan every
     image: built ones as a publish (``platforms``), picked ones against the index in their
-    registry (every device's platform must be covered)."""
+    registry (every device's platform must be covered). ``probed`` None: no devices (the
+    explicit platforms or the playbook's list alone; no stacks resolved)."""
     images = app_images(playbook)
     out = Planned(images)
-    reachable = [p for p in probed if p.facts is not None]
-    if run is not None:
+    reachable = [p for p in probed or () if p.facts is not None]
+    if run is not None and probed is not None:
         out.stacks = resolve_stacks(run, playbook, reachable)
     for img in images:
         if img.built:
-            img.plan = plan(img.playbook, reachable, explicit)
+            img.plan = plan(img.playbook, reachable if probed is not None else None, explicit)
             out.errors += [f"{img.reference}: {e}" if playbook.compose else e for e in img.plan.errors]
         else:
             try:
@@ -131,12 +133,13 @@ def resolve_stacks(run: Run, playbook: Playbook, probed: Sequence[Probed]) -> di
     return dict(resolve_fleet(playbook.compose, [run.connections.host(p.host) for p in probed]))
 
 
-def publish_app(run: Run, planned: Planned, log: Callable[[str], None]) -> None:
+def publish_app(run: Run | None, planned: Planned, log: Callable[[str], None], *,
+                media_type: str | None = None) -> None:
     """Publish every built image of the app (one multi-arch tag each)."""
     for img in planned.images:
         if img.built and img.published is None:
             assert img.plan is not None
-            img.published = publish(img.playbook, img.plan, run, log=log)
+            img.published = publish(img.playbook, img.plan, run, log=log, media_type=media_type)
 
 
 def auth_for(playbook: Playbook, repository: str) -> PullAuth | None:
