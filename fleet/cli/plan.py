@@ -62,9 +62,17 @@ def _plan_app(playbook, sel: DeviceSelection | None, platforms: Sequence[str] | 
 
 
 def _print_app(planned: pipeline.Planned) -> None:
+    """One plan per image (the services running it named), then the values per device."""
+    services: dict[str, list[str]] = {}
     for img in planned.images:
-        assert img.plan is not None
-        print_plan(img.plan, f"{img.service}: {img.reference}" + ("" if img.built else " (picked)"))
+        services.setdefault(img.reference, []).append(img.service or "container")
+    shown = set()
+    for img in planned.images:
+        if img.reference in shown or img.plan is None:
+            continue
+        shown.add(img.reference)
+        print_plan(img.plan, f"{', '.join(services[img.reference])}: {img.reference}"
+                   + ("" if img.built else " (picked)"))
     print_values(planned)
 
 

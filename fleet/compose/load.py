@@ -305,7 +305,7 @@ def compose_of_playbook(doc: LocatedDocument, top: Mapping[str, Any], name: str,
     text = interp.substitute(raw, lambda n: environ.get(n))
     path = Path(os.path.expanduser(text))
     if not path.is_absolute():
-        path = Path(doc.path).resolve().parent / path
+        path = Path(os.path.normpath(Path(doc.path).resolve().parent / path))
     if not path.is_file():
         raise doc.error(("compose",), f"{path} is not a file")
     return load_compose(path, name, environ)

@@ -24,7 +24,7 @@ from fleet.registry import Reference
 from fleet.verify import Expected
 
 __all__ = ["AppImage", "app_images", "app_name", "containers", "Planned", "plan_app", "publish_app", "device_jobs",
-           "auth_for", "resolve_stacks"]
+           "auth_for", "resolve_stacks", "stack_job"]
 
 
 @dataclass
@@ -57,14 +57,17 @@ def containers(playbook: Playbook) -> list[str]:
 
 
 def app_images(playbook: Playbook) -> list[AppImage]:
-    """The images of ``playbook``'s app, in service order."""
+    """The images of ``playbook``'s app, in service order. A service with only ``image:``
+    naming the tag another service builds runs that built image (as docker compose does
+    when it builds it first): it is planned and published once, with the building service."""
     compose = playbook.compose
     if compose is None:
         return [AppImage(None, playbook.image, playbook, True)]
     out = []
+    built = {compose.images[s]: s for s in compose.services if compose.builds.get(s) is not None}
     for svc in compose.services:
         ref = compose.images[svc]
-        build = compose.builds.get(svc)
+        build = compose.builds.get(svc) or (compose.builds[built[ref]] if ref in built else None)
         if build is not None:
             pb = replace(playbook, image=ref, compose=None,
                          source=BuildSource(build.context, build.dockerfile, dict(build.args), build.target))
@@ -106,7 +109,12 @@ def plan_app(run: Run | None, playbook: Playbook, probed: Sequence[Probed] | Non
     reachable = [p for p in probed or () if p.facts is not None]
     if run is not None and probed is not None:
         out.stacks = resolve_stacks(run, playbook, reachable)
+    first: dict[str, AppImage] = {}
     for img in images:
+        if img.built and img.reference in first:  # the same tag built by another service
+            img.plan = first[img.reference].plan
+            continue
+        first.setdefault(img.reference, img)
         if img.built:
             img.plan = plan(img.playbook, reachable if probed is not None else None, explicit)
             out.errors += [f"{img.reference}: {e}" if playbook.compose else e for e in img.plan.errors]
@@ -136,10 +144,13 @@ def resolve_stacks(run: Run, playbook: Playbook, probed: Sequence[Probed]) -> di
 def publish_app(run: Run | None, planned: Planned, log: Callable[[str], None], *,
                 media_type: str | None = None) -> None:
     """Publish every built image of the app (one multi-arch tag each)."""
+    done: dict[str, PublishResult] = {}
     for img in planned.images:
         if img.built and img.published is None:
             assert img.plan is not None
-            img.published = publish(img.playbook, img.plan, run, log=log, media_type=media_type)
+            if img.reference not in done:
+                done[img.reference] = publish(img.playbook, img.plan, run, log=log, media_type=media_type)
+            img.published = done[img.reference]
 
 
 def auth_for(playbook: Playbook, repository: str) -> PullAuth | None:
@@ -177,17 +188,22 @@ def device_jobs(playbook: Playbook, planned: Planned, probed: Sequence[Probed], 
                 spec = stack.services[img.service]
                 container = f"{stack.project}-{img.service}"
             units.append(Unit(img.service or container, container, spec, expected, dp, size, auths[repo]))
-        if stack is not None:
-            rank = {svc: i for i, svc in enumerate(stack.order)}
-            units.sort(key=lambda u: rank.get(u.service, len(rank)))
-            by_service = {u.service: u.container for u in units}
-            before = {by_service[s]: tuple(by_service[d] for d in deps if d in by_service)
-                      for s, deps in stack.healthy_before.items() if s in by_service}
-        else:
-            before = {}
-        jobs[p.host] = DeviceJob(p.host, tuple(units), name, parse_app_records(p.facts.get("fleet_apps")).get(name),
-                                 before, stack)
+        jobs[p.host] = stack_job(p.host, units, name, p.facts, stack)
     return jobs
+
+
+def stack_job(host: str, units: list[Unit], name: str, facts: dict, stack: ResolvedStack | None) -> DeviceJob:
+    """The :class:`DeviceJob` of ``units`` on ``host``: for a stack, its units in start
+    order and which containers must be healthy before which (``depends_on`` with
+    ``condition: service_healthy``); the app's last record from the probe's facts."""
+    before: dict[str, tuple[str, ...]] = {}
+    if stack is not None:
+        rank = {svc: i for i, svc in enumerate(stack.order)}
+        units = sorted(units, key=lambda u: rank.get(u.service, len(rank)))
+        by_service = {u.service: u.container for u in units}
+        before = {by_service[s]: tuple(by_service[d] for d in deps if d in by_service)
+                  for s, deps in stack.healthy_before.items() if s in by_service}
+    return DeviceJob(host, tuple(units), name, parse_app_records(facts.get("fleet_apps")).get(name), before, stack)
 
 
 def _expected(img: AppImage, dp: DevicePlan, check: bool) -> tuple[Expected, int, str]:

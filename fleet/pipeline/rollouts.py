@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 
 from fleet.compose import resolve_fleet
 from fleet.deploy import App, DeployOptions, DeviceJob, DeviceLink, Unit, deploy_device, report_for
-from fleet.deploy.devicetxn import parse_app_records
 from fleet.engine import PullAuth
 from fleet.errors import FleetError, UsageError
 from fleet.fanout import run_each
@@ -32,7 +31,7 @@ from fleet.history import History
 from fleet.labels import LABEL
 from fleet.output import progress_line
 from fleet.pipeline.apps import AppImage, Planned, app_images, app_name, auth_for, device_jobs, plan_app, \
-    publish_app
+    publish_app, stack_job
 from fleet.pipeline.stages import Probed, Run, costed, probe
 from fleet.plan import DevicePlan, Plan, plan_devices
 from fleet.playbook import Playbook, RegistrySettings
@@ -394,14 +393,13 @@ def _rollback_devices(run: Run, playbook: Playbook, probed: Sequence[Probed], ta
             entry = pub.entries[dp.entry_index]
             if pub.repository not in auths:
                 auths[pub.repository] = auth_for(playbook, pub.repository)
-            spec = playbook.container_spec.to_service() if img.service is None else stacks[host].services[img.service]
-            units.append(Unit(img.service or container, container, spec,
+            service = playbook.container_spec.to_service() if img.service is None \
+                else stacks[host].services[img.service]
+            units.append(Unit(img.service or container, container, service,
                               Expected.from_entry(pub.repository, pub.index_digest, entry), dp, entry.size,
                               auths[pub.repository]))
         else:
-            stack = stacks.get(host)
-            jobs[host] = DeviceJob(host, tuple(units), app_name(playbook),
-                                   parse_app_records(p.facts.get("fleet_apps")).get(app_name(playbook)), {}, stack)
+            jobs[host] = stack_job(host, units, app_name(playbook), p.facts, stacks.get(host))
     app = App(out.reference, playbook.name, playbook.health)
 
     def work(job: DeviceJob) -> DeviceReport:
