@@ -17,10 +17,10 @@ Namespaces: network namespace ``fleetlab-NAME`` (see net.py) and a persistent mo
 namespace bound at ``LABDIR/ns/NAME.mnt`` (``unshare --mount=FILE --propagation
 private``), made once; the engine and sshd are both started in it with
 ``nsenter --net=/var/run/netns/fleetlab-NAME --mount=LABDIR/ns/NAME.mnt`` (never
-``ip netns exec``, which remounts /sys and hides the cgroups: lab-recipe.md trap 2). The
+``ip netns exec``, which remounts /sys and hides the cgroups from the engine). The
 engine is started without ``--containerd`` so it runs its own containerd inside the same
-namespaces (trap 3), and /run/containerd is masked there so it never attaches to a
-system containerd.
+namespaces (a host containerd would run the device's containers outside its namespaces),
+and /run/containerd is masked there so it never attaches to a system containerd.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class Device:
         Path("/run/containerd").mkdir(parents=True, exist_ok=True)
         cpu = self.dir / "cpuinfo"
         steps: list[list[str | os.PathLike]] = [
-            # never let this engine find a system containerd (trap 3): its own runs here
+            # never let this engine find a system containerd (its containers would run outside the device's namespaces): its own runs here
             ["mount", "-t", "tmpfs", "-o", "mode=0711", "tmpfs", "/run/containerd"],
             ["mount", "-t", "proc", "proc", self.rootfs / "proc"],
             ["mount", "--bind", self.run_dir, self.rootfs / "var/run"],

@@ -4,8 +4,8 @@ Addresses come from 198.18.0.0/15 (RFC 2544, reserved for benchmarking), so they
 clash with a user's real networks: bridge ``fleetlab0`` = 198.18.0.1/24 on the host, device
 ``octet`` = 198.18.0.<octet>/24 on ``eth0`` inside namespace ``fleetlab-<device>``, joined
 to the bridge by a veth pair whose host end is ``flab<octet>``. Devices run their sshd and
-engine in their namespace (lab-recipe.md trap 1: an engine with ``--bridge=none`` in the
-host namespace deletes the host engine's docker0).
+engine in their namespace (an engine with ``--bridge=none`` in the host namespace deletes
+the host engine's docker0).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ What it does (each step idempotent; see docs in ``fleet lab setup --help``):
    with ``dpkg-deb -x`` into ``LABDIR/cache/root/ARCH``; the libraries and the ELF
    loader are also copied (never over an existing file) into the host's multiarch
    folders (``/lib/<triplet>``, ``/usr/lib/<triplet>``), which is where qemu-user finds
-   them for the device engines (lab-recipe.md: QEMU_LD_PREFIX breaks dockerd's chrooted
-   layer extraction).
+   them for the device engines (QEMU_LD_PREFIX would break dockerd's chrooted layer
+   extraction, which runs without that prefix).
 3. binfmt_misc: mounted if needed, then each ``/usr/lib/binfmt.d/qemu-*.conf`` entry the
    lab needs is registered only when absent; what the lab registered is recorded in
    ``LABDIR/binfmt-registered.json``. The conf files carry the F (fix-binary) flag, so the
@@ -48,8 +48,7 @@ HOST_PACKAGES = (
 )
 #: Per foreign architecture: the engine, the static busybox, dash (the login shell: busybox's
 #: own sh runs its applets before PATH, which would hide the pi4-32on64 `uname`), and the
-#: shared libraries of Debian's dockerd/docker (lab-recipe.md, "A real foreign-architecture
-#: Docker engine").
+#: shared libraries of Debian's dockerd/docker (docs/lab.md, "Network and processes").
 FOREIGN_PACKAGES = (
     "docker.io", "busybox-static", "dash", "libc6", "libsystemd0", "libdevmapper1.02.1", "libcap2",
     "libgcrypt20", "liblz4-1", "liblzma5", "libzstd1", "libgpg-error0", "libselinux1",

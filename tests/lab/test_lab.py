@@ -192,7 +192,7 @@ def test_hello_runs_on_device(lab: Lab, hello_images: dict[str, str], name: str)
                 break
             except OSError:
                 time.sleep(0.5)
-        # containers get binfmt's one qemu-arm CPU (trap 5): armv7l even on the Pi Zero
+        # containers get binfmt's one qemu-arm CPU (docs/lab.md, "Limits of the simulation"): armv7l even on the Pi Zero
         want = {"pi-zero": "armv7l", "pi4-32on64": "armv7l"}.get(name, prof.expected_uname)
         assert body.strip() == f"hello from {want}"
     finally:
