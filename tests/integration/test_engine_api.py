@@ -458,8 +458,7 @@ def test_dial_stdio_fallback_one_process_for_many_calls(nosl_sshd, test_image, c
 
 def test_become_through_sudo_dial_stdio(api_sshd):
     docker_cli = shutil.which("docker", path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    if shutil.which("sudo") is None or docker_cli is None:
-        pytest.skip("needs sudo and a docker CLI on the host (the become path runs them)")
+    assert shutil.which("sudo") and docker_cli, "needs sudo and a docker CLI on the host (.ci/run installs them)"
     SUDOERS_DROPIN.write_text(f"{SUDO_USER} ALL=(root) NOPASSWD: {docker_cli} system dial-stdio\n")
     SUDOERS_DROPIN.chmod(0o440)
     try:
