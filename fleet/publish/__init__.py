@@ -43,12 +43,13 @@ from fleet.publish.index import (
     build_index,
     check_config,
     check_elf,
+    check_pull_path,
     parse_index,
 )
 from fleet.platform import Platform
 from fleet.playbook import BuildSource, NativeSource, PickSource, Playbook, RegistrySettings
 from fleet.plan import Plan
-from fleet.registry import Credentials, Reference, RegistryClient, resolve_credentials
+from fleet.registry import Credentials, NotFound, Reference, RegistryClient, resolve_credentials
 from fleet.publish.sources import Child, build_local, build_native, pick_index, pick_refs
 
 __all__ = ["PublishedEntry", "PublishResult", "publish", "read_published", "registry_client",
@@ -464,9 +465,28 @@ def assemble(client: RegistryClient, target: Reference, children: Sequence[Child
     raw, mt = build_index(entries, media_type)
     digest = client.put_manifest(target.repository, target.tag or "latest", raw, mt)
     log(f"pushed {target} -> {digest}")
+    check_served(client, target.repository, digest, mt)
     return PublishResult(str(target), target.name, digest, mt, published,
                          attestations=sum(len(c.attestations) for c in children),
                          uploads=sum(c.uploads for c in children), index_size=len(raw))
+
+
+def check_served(client: RegistryClient, repository: str, digest: str, media_type: str) -> None:
+    """Ask the registry for the pushed index by digest accepting only its own media type,
+    as an engine that knows only that type pulls it: a registry or mirror that stores
+    the bytes but does not serve that type (project-zot/zot#2836) is refused now, with the
+    other index type to publish instead, not at every device's pull. Raises
+    :class:`fleet.publish.index.IndexRefused` (``pull-path``)."""
+    try:
+        served = client.head_manifest(repository, digest, accept=[media_type]).media_type
+    except NotFound:
+        # stored (the full Accept list finds it) but not served for its own type: the
+        # other index type is the way out; not found at all: the pull path is broken
+        other = [m for m in INDEX_TYPES if m != media_type]
+        found = client.manifest_exists(repository, digest)
+        check_pull_path(media_type, serves=other if found else [], fails=[media_type])
+        return
+    check_pull_path(media_type, serves=[served] if served else None)
 
 
 def read_published(reference: str, settings: RegistrySettings | None = None, *,

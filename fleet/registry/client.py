@@ -173,14 +173,15 @@ class RegistryClient:
         if resp.status_code != 200:
             raise self._fail(resp, self.registry, "API version check")
 
-    def head_manifest(self, repo: str, ref: str) -> Descriptor:
-        """HEAD a manifest by tag or digest (full Accept list). Returns its Descriptor from
-        Content-Type, Docker-Content-Digest and Content-Length. Raises NotFound (a HEAD
-        carries no error body, so ``code`` is None), DigestMismatch if the registry reports
-        another digest than the one asked for."""
+    def head_manifest(self, repo: str, ref: str, accept: Sequence[str] | None = None) -> Descriptor:
+        """HEAD a manifest by tag or digest (``accept``: the media types asked for, default
+        the full Accept list). Returns its Descriptor from Content-Type,
+        Docker-Content-Digest and Content-Length. Raises NotFound (a HEAD carries no error
+        body, so ``code`` is None), DigestMismatch if the registry reports another digest
+        than the one asked for."""
         what = self._what(repo, ref)
         resp = self._request("HEAD", f"/v2/{repo}/manifests/{ref}", scopes=[scope(repo, "pull")],
-                             what=what, headers={"Accept": ", ".join(MANIFEST_ACCEPT)})
+                             what=what, headers={"Accept": ", ".join(accept or MANIFEST_ACCEPT)})
         if resp.status_code != 200:
             raise self._fail(resp, what, "manifest HEAD")
         digest = resp.headers.get("Docker-Content-Digest", "")

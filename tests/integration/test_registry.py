@@ -574,3 +574,91 @@ def test_errors_are_classified_transient_or_permanent(tls_registry, plain_regist
     assert not e.transient and "speaks TLS" in str(e)
     e = error_of(lambda: client.upload_blob(_repo(), digest_of(b"other"), b"content"))
     assert isinstance(e, DigestMismatch) and not e.transient
+
+
+# --------------------------------------------------------------------------- pull path
+
+
+class _MirrorThatServesNoOCIIndex:
+    """A pull-through mirror in front of a real registry with the defect of
+    project-zot/zot#2836: it forwards everything, except that a manifest request whose
+    Accept names only the OCI image index gets 404 MANIFEST_UNKNOWN."""
+
+    def __init__(self, upstream: str):
+        import http.server
+        import threading
+
+        import requests as rq
+
+        from tests.registry_fixtures import free_port, loopback_address
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _forward(self):
+                accept = self.headers.get("Accept", "")
+                if "/manifests/" in self.path and accept.strip() == OCI_INDEX:
+                    body = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
+                    self.send_response(404)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(body)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                r = rq.request(self.command, f"http://{upstream}{self.path}", headers=headers, data=data,
+                               allow_redirects=False, timeout=30)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "content-encoding"):
+                        self.send_header(k, v.replace(f"http://{upstream}", f"http://{self.server.host}"))
+                self.send_header("Content-Length", str(len(r.content)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(r.content)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward
+
+        address = loopback_address()
+        port = free_port(address)
+        self.server = http.server.ThreadingHTTPServer((address, port), Handler)
+        self.server.host = f"{address}:{port}"  # type: ignore[attr-defined]
+        self.host = self.server.host  # type: ignore[attr-defined]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_published_index_is_asked_back_as_an_engine_would(plain_registry):
+    """After the push, the index is asked for by digest accepting only its own type: the
+    registry itself serves it; a mirror that does not serve OCI indexes is refused, with
+    the Docker manifest list as the way out."""
+    from fleet.publish import check_served
+    from fleet.publish.index import IndexRefused
+
+    client = RegistryClient(plain_registry.host, insecure=True)
+    repo = _repo()
+    digest, media_type = publish(client, repo, "v1")
+    assert media_type == OCI_INDEX
+    check_served(client, repo, digest, media_type)  # a registry that serves it: no error
+
+    mirror = _MirrorThatServesNoOCIIndex(plain_registry.host)
+    try:
+        via = RegistryClient(mirror.host, insecure=True, retries=1)
+        assert via.get_manifest(repo, digest).digest == digest  # the full Accept list still works
+        with pytest.raises(IndexRefused) as exc:
+            check_served(via, repo, digest, media_type)
+        assert "does not serve application/vnd.oci.image.index.v1+json" in str(exc.value)
+        assert "Docker manifest list" in str(exc.value)
+        other = _repo()
+        listed, list_type = publish(via, other, "v1", oci=False)
+        assert list_type == DOCKER_MANIFEST_LIST
+        check_served(via, other, listed, list_type)  # what the hint says to do works through it
+    finally:
+        mirror.stop()
