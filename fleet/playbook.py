@@ -257,20 +257,20 @@ class _Validator:
 
     def source(self, value: Any) -> Source:
         kp: KeyPath = ("source",)
-        src = self.mapping(value, kp, {"build", "native", "pick"})
+        src = self.mapping(value, kp, PLAYBOOK_KEYS["source"])
         if len(src) != 1:
             raise self.fail(kp, "needs exactly one of build, native or pick")
         (kind, body), = src.items()
         kp = kp + (kind,)
         if kind == "build":
-            b = self.mapping(body, kp, {"context", "dockerfile", "args"}, {"context"})
+            b = self.mapping(body, kp, PLAYBOOK_KEYS["source.build"], {"context"})
             ctx = self.path(b["context"], kp + ("context",), must_be_dir=True)
             dockerfile = self.string(b.get("dockerfile", "Dockerfile"), kp + ("dockerfile",))
             if not (ctx / dockerfile).is_file():
                 raise self.fail(kp + ("dockerfile",), f"{ctx / dockerfile} does not exist")
             return BuildSource(ctx, dockerfile, self.args(b.get("args"), kp + ("args",)))
         if kind == "native":
-            b = self.mapping(body, kp, {"context", "dockerfile", "args", "builders"}, {"context", "builders"})
+            b = self.mapping(body, kp, PLAYBOOK_KEYS["source.native"], {"context", "builders"})
             ctx = self.path(b["context"], kp + ("context",), must_be_dir=True)
             dockerfile = self.string(b.get("dockerfile", "Dockerfile"), kp + ("dockerfile",))
             if not (ctx / dockerfile).is_file():
@@ -316,7 +316,7 @@ class _Validator:
         kp: KeyPath = ("registry",)
         if value is None:
             return RegistrySettings()
-        r = self.mapping(value, kp, {"username_env", "password_env", "docker_config", "insecure", "ca"})
+        r = self.mapping(value, kp, PLAYBOOK_KEYS["registry"])
         user_env = r.get("username_env")
         pass_env = r.get("password_env")
         if (user_env is None) != (pass_env is None):
@@ -556,6 +556,21 @@ def _rollout(v: "_Validator", value: Any) -> RolloutSpec:
 
 
 TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry", "container", "health", "rollout", "compose"}
+
+#: Every key a playbook may hold, by section ("" is the top level); the validator reads its
+#: lists from here and docs/playbook.md documents each (tests/unit/test_docs.py compares
+#: the two). ``source.pick`` also takes platforms (``linux/arm64: REF``) as keys.
+PLAYBOOK_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset(TOP_LEVEL_KEYS),
+    "source": frozenset({"build", "native", "pick"}),
+    "source.build": frozenset({"context", "dockerfile", "args"}),
+    "source.native": frozenset({"context", "dockerfile", "args", "builders"}),
+    "source.pick": frozenset({"index"}),
+    "registry": frozenset({"username_env", "password_env", "docker_config", "insecure", "ca"}),
+    "container": frozenset(_CONTAINER_KEYS),
+    "health": frozenset(_HEALTH_KEYS),
+    "rollout": frozenset(_ROLLOUT_KEYS),
+}
 
 
 def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) -> Playbook:
