@@ -1,47 +1,20 @@
 """Playbooks: what to publish (and, later, how to run it) as a YAML file.
 
-Shape (keys of the publish stage, then the deploy stage's ``container`` and ``health``)::
+Keys: ``name``, ``image``, ``source`` (exactly one of ``build``/``native``/``pick``),
+``platforms`` (``auto`` or a list), ``registry`` (credentials by reference only), or
+``compose`` instead of image/source/container; then how devices run it: ``container``,
+``health``, ``rollout``. docs/playbook.md documents every key with its type and default;
+:data:`PLAYBOOK_KEYS` is the one list of them the validator reads (tests/unit/test_docs.py
+keeps the two in step)::
 
-    name: hello                                   # required, [a-z0-9][a-z0-9_.-]*
-    image: ${FLEET_REGISTRY}/fleet/hello:1.0      # registry/repository:tag, ${VAR} from the env
-    source:                                        # exactly one of build / native / pick
-      build: {context: DIR, dockerfile: Dockerfile, args: {K: V}}
-      # native: {context: DIR, dockerfile: Dockerfile, builders: {linux/arm/v6: pi-zero}}
-      # pick: {linux/arm64: REF, linux/amd64: REF}   or   pick: {index: REF}
-    platforms: auto                                # or a list such as [linux/arm/v7, linux/arm64]
-    registry:                                      # optional; credentials by reference only
-      username_env: REG_USER                       # environment variable names, or
-      password_env: REG_PASSWORD
-      docker_config: ~/.docker/config.json         # the Docker config (default when no *_env)
-      insecure: false                              # plain HTTP: only for a registry you name
-      ca: certs/ca.crt                             # extra CA bundle for TLS
-    compose: docker-compose.yml                    # instead of image/source/container: a Compose
-                                                   # stack (docs/compose.md, fleet.compose)
-    container:                                     # optional: how each device runs it
-      name: hello                                  # default: the playbook's name
-      command: [--port, "8080"]                    # list, or a string split like a shell
-      entrypoint: [/bin/app]                       # same forms
-      env: {GREETING: hi}                          # values may use ${VAR} from the env
-      ports: ["8080:8080", "127.0.0.1:9000:9000/udp"]
-      volumes: ["/srv/hello:/data:ro", "hello-data:/cache"]   # device path or named volume
-      devices: [/dev/gpiomem, "/dev/ttyUSB0:/dev/ttyS0:rw"]
-      restart: unless-stopped                      # no | always | unless-stopped | on-failure[:N]
-      privileged: false
-      network_mode: host                           # host | bridge | none | container:NAME | NAME
-      labels: {com.example.team: iot}              # io.fleet.* is reserved for fleet's records
-    rollout:                                       # optional; how the fleet is updated
-      batches: [1, "10%", "100%"]                  # Ansible serial: each a batch size, the last repeats
-      pause: 30                                    # seconds between batches
-      max_fail_percentage: 10                      # a batch stops the rollout above this share failed
-      max_fail: 0                                  # ... or above this many (default: all of a batch)
-      on_failure: rollback                         # stop (default) | rollback what this rollout updated
-      keep_images: 2                               # app images kept per device (current + previous)
-    health:                                        # optional; all given checks must pass
-      running: 10                                  # seconds running without a restart (default 5)
-      command: [/bin/busybox, wget, -q, -O-, "http://127.0.0.1:8080/"]  # inside the container
-      http: http://127.0.0.1:8080/                 # fetched ON the device (wget or curl there)
-      timeout: 60                                  # seconds for the whole check
-      interval: 2                                  # seconds between attempts
+    name: hello
+    image: ${FLEET_REGISTRY}/fleet/hello:1.0       # registry/repository:tag, ${VAR} from the env
+    source: {build: {context: app}}
+    platforms: auto
+    registry: {username_env: REG_USER, password_env: REG_PASSWORD}
+    container: {env: {PORT: "8080"}, restart: unless-stopped}
+    health: {running: 10, http: "http://127.0.0.1:8080/", timeout: 60}
+    rollout: {batches: [1, "10%", "100%"], on_failure: rollback}
 
 Relative paths are relative to the playbook's folder. Every error names the file, line and
 key (``InputFileError``); unknown keys are errors, never ignored; inline secrets
@@ -257,20 +230,20 @@ class _Validator:
 
     def source(self, value: Any) -> Source:
         kp: KeyPath = ("source",)
-        src = self.mapping(value, kp, {"build", "native", "pick"})
+        src = self.mapping(value, kp, PLAYBOOK_KEYS["source"])
         if len(src) != 1:
             raise self.fail(kp, "needs exactly one of build, native or pick")
         (kind, body), = src.items()
         kp = kp + (kind,)
         if kind == "build":
-            b = self.mapping(body, kp, {"context", "dockerfile", "args"}, {"context"})
+            b = self.mapping(body, kp, PLAYBOOK_KEYS["source.build"], {"context"})
             ctx = self.path(b["context"], kp + ("context",), must_be_dir=True)
             dockerfile = self.string(b.get("dockerfile", "Dockerfile"), kp + ("dockerfile",))
             if not (ctx / dockerfile).is_file():
                 raise self.fail(kp + ("dockerfile",), f"{ctx / dockerfile} does not exist")
             return BuildSource(ctx, dockerfile, self.args(b.get("args"), kp + ("args",)))
         if kind == "native":
-            b = self.mapping(body, kp, {"context", "dockerfile", "args", "builders"}, {"context", "builders"})
+            b = self.mapping(body, kp, PLAYBOOK_KEYS["source.native"], {"context", "builders"})
             ctx = self.path(b["context"], kp + ("context",), must_be_dir=True)
             dockerfile = self.string(b.get("dockerfile", "Dockerfile"), kp + ("dockerfile",))
             if not (ctx / dockerfile).is_file():
@@ -316,7 +289,7 @@ class _Validator:
         kp: KeyPath = ("registry",)
         if value is None:
             return RegistrySettings()
-        r = self.mapping(value, kp, {"username_env", "password_env", "docker_config", "insecure", "ca"})
+        r = self.mapping(value, kp, PLAYBOOK_KEYS["registry"])
         user_env = r.get("username_env")
         pass_env = r.get("password_env")
         if (user_env is None) != (pass_env is None):
@@ -556,6 +529,21 @@ def _rollout(v: "_Validator", value: Any) -> RolloutSpec:
 
 
 TOP_LEVEL_KEYS = {"name", "image", "source", "platforms", "registry", "container", "health", "rollout", "compose"}
+
+#: Every key a playbook may hold, by section ("" is the top level); the validator reads its
+#: lists from here and docs/playbook.md documents each (tests/unit/test_docs.py compares
+#: the two). ``source.pick`` also takes platforms (``linux/arm64: REF``) as keys.
+PLAYBOOK_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset(TOP_LEVEL_KEYS),
+    "source": frozenset({"build", "native", "pick"}),
+    "source.build": frozenset({"context", "dockerfile", "args"}),
+    "source.native": frozenset({"context", "dockerfile", "args", "builders"}),
+    "source.pick": frozenset({"index"}),
+    "registry": frozenset({"username_env", "password_env", "docker_config", "insecure", "ca"}),
+    "container": frozenset(_CONTAINER_KEYS),
+    "health": frozenset(_HEALTH_KEYS),
+    "rollout": frozenset(_ROLLOUT_KEYS),
+}
 
 
 def load_playbook(path: str | Path, environ: Mapping[str, str] | None = None) -> Playbook:

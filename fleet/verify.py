@@ -55,6 +55,10 @@ _SIGNAL_EXITS = {132: "SIGILL (illegal instruction: code built for a newer CPU t
                       "linux/386 or linux/arm/v7)"}
 
 
+#: ``Expected.index_digest`` of a ``deploy --check`` plan whose tag is not published yet.
+UNPUBLISHED = "sha256:(this publish)"
+
+
 @dataclass(frozen=True)
 class Expected:
     """What a device must run: the ``index_digest`` of ``repository`` and, for the device's
@@ -67,6 +71,11 @@ class Expected:
     manifest_digest: str
     config_digest: str
     diff_ids: tuple[str, ...]
+
+    @property
+    def published(self) -> bool:
+        """False for the plan of a ``deploy --check`` whose tag is not published yet."""
+        return self.index_digest != UNPUBLISHED
 
     @property
     def pull_reference(self) -> str:

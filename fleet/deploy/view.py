@@ -61,7 +61,7 @@ def observe(engine: Engine, name: str, expected: Expected | None, *, planned: bo
         view.current_image = image or engine.image(ref)
         if logs:
             view.logs = engine.logs(name, logs)
-    if planned and expected is not None:
+    if planned and expected is not None and expected.published:  # nothing to look up before a publish
         view.planned_image = engine.image(expected.pull_reference)
     if leftovers:
         for other in engine.names(name + "."):

@@ -44,10 +44,13 @@ from fleet.engine.transport import (
 from fleet.facts import ProbeError, new_boundary, parse_probe_output, probe_command
 from fleet.log import logger
 from fleet.ssh import CommandResult, CommandTimeout, SSHError
+from fleet.ssh._util import printable
 
 __all__ = ["EngineProbe", "gather_with_api", "API_FACTS"]
 
 log = logger("engine")
+#: Remote commands are logged where the SSH session logs its own (``-vv``: ``fleet.ssh: HOST: run: ...``).
+ssh_log = logger("ssh")
 
 #: The facts the API answers replace (the probe script's engine section).
 API_FACTS = ("engine_arch", "engine_os", "engine_version", "engine_info_arch")
@@ -138,10 +141,14 @@ def gather_with_api(session: Any, become: bool, *, device: str | None = None, so
         worker = threading.Thread(target=ask, name=f"probe-api-{name}", daemon=True)
     if worker is not None:
         worker.start()  # its requests overlap exec_command's own round trip
+    ssh_log.debug("%s: run: %s", name, printable(command, 4096))  # no secret in the probe script
+    started = time.monotonic()
     try:
         chan.exec_command(command)
         chan.shutdown_write()
         result = _read_all(chan, deadline, name, command)
+        ssh_log.debug("%s: exit status %d, %d bytes stdout, %d bytes stderr, %.2f s", name, result.exit_status,
+                      len(result.stdout), len(result.stderr), time.monotonic() - started)
     except (SSHException, EOFError, OSError) as e:
         raise SSHError(name, f"probe failed: connection lost ({e})") from None
     finally:

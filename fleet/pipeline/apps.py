@@ -21,7 +21,7 @@ from fleet.plan import DevicePlan, Plan, plan_devices
 from fleet.playbook import BuildSource, Playbook, RegistrySettings
 from fleet.publish import PublishResult, read_published, registry_credentials
 from fleet.registry import Reference
-from fleet.verify import Expected
+from fleet.verify import UNPUBLISHED, Expected
 
 __all__ = ["AppImage", "app_images", "app_name", "containers", "Planned", "plan_app", "publish_app", "device_jobs",
            "auth_for", "resolve_stacks", "stack_job"]
@@ -213,4 +213,4 @@ def _expected(img: AppImage, dp: DevicePlan, check: bool) -> tuple[Expected, int
             img.published.repository
     repo = Reference.parse(img.reference).name
     assert dp.entry_platform is not None and check
-    return Expected(repo, "sha256:(this publish)", dp.entry_platform, "", "", ()), 0, repo
+    return Expected(repo, UNPUBLISHED, dp.entry_platform, "", "", ()), 0, repo

@@ -148,11 +148,15 @@ def status(run: Run, playbook: Playbook, history: History) -> list[StatusRow]:
             row.state = "no rollout recorded"
         elif c is None:
             row.state, row.detail = "missing", f"no container {first}"
-        elif row.index_digest != want["index_digest"] or (want["config_digest"] and
-                                                          row.config_digest != want["config_digest"]):
+        elif (row.index_digest != want["index_digest"] if want["index_digest"]
+              # a rollback records no index of its own: each device went back to its own
+              # previous release, which it labels with the rollback's id
+              else row.deployment != want["id"]) or (want["config_digest"] and
+                                                     row.config_digest != want["config_digest"]):
             row.state = "drifted"
+            intended = f"index {want['index_digest']}" if want["index_digest"] else f"deployment {want['id']}"
             row.detail = (f"runs deployment {row.deployment or '?'}, the last {want['kind']} "
-                          f"({want['id']}, ended {want['result']}) intended index {want['index_digest']}")
+                          f"({want['id']}, ended {want['result']}) intended {intended}")
         elif not row.running:
             row.state, row.detail = "not running", f"{c.status}, exit code {c.exit_code}"
         else:

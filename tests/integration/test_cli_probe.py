@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import reportschema
 from tests.sshd import start_sshd
 
 FLEET = Path(sys.executable).with_name("fleet")
@@ -97,7 +98,7 @@ def test_probe_json_matches_this_machine(devices, probe_json):
     servers, inv, kh = devices
     r = probe_json
     assert r.returncode == 0, r.stderr
-    docs = json.loads(r.stdout)  # stdout is exactly one JSON document
+    docs = reportschema.loads(r.stdout, "probe-json")  # stdout is exactly one JSON document
     assert [d["host"] for d in docs] == ["dev-a", "dev-b"]
     dpkg = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
     with open(os.path.realpath(shutil.which("od", path="/usr/bin:/bin")), "rb") as f:
@@ -122,13 +123,13 @@ def test_facts_json_round_trips_through_detect(devices, env, tmp_path, probe_jso
     servers, inv, kh = devices
     r = fleet("facts", "-i", str(inv), "--known-hosts", str(kh), "--json", env=env)
     assert r.returncode == 0, r.stderr
-    docs = json.loads(r.stdout)
+    docs = reportschema.loads(r.stdout, "facts-json")
     assert [sorted(d) for d in docs] == [["facts", "host"], ["facts", "host"]]
     f = tmp_path / "facts.json"
     f.write_text(r.stdout)
     d = fleet("detect", str(f), "--json", env=env)
     assert d.returncode == 0, d.stderr
-    detected = json.loads(d.stdout)
+    detected = reportschema.loads(d.stdout, "detect-json")
     assert [(x["host"], x["detection"]["platform"]) for x in detected] == [
         ("dev-a", THIS_PLATFORM), ("dev-b", THIS_PLATFORM)]
     # the same decision as `fleet probe` made on the devices (warnings may differ: a host
@@ -148,7 +149,7 @@ def test_unknown_host_key_fails_only_that_device(devices, env, tmp_path):
     kh.write_text(servers[0].known_hosts_line + "\n")  # dev-b's key is not known
     r = fleet("probe", "-i", str(inv), "--known-hosts", str(kh), "--json", env=env)
     assert r.returncode == 1
-    a, b = json.loads(r.stdout)
+    a, b = reportschema.loads(r.stdout, "probe-json")
     assert a["ok"] is True and a["detection"]["platform"] == THIS_PLATFORM
     assert b["ok"] is False and b["facts"] is None and b["detection"] is None
     assert "--accept-new" in b["error"]
@@ -160,13 +161,13 @@ def test_unknown_host_key_fails_only_that_device(devices, env, tmp_path):
     # which `fleet detect` reads back as undecided with that reason
     f = fleet("facts", "-i", str(inv), "--known-hosts", str(kh), "--json", env=env)
     assert f.returncode == 1
-    fa, fb = json.loads(f.stdout)
+    fa, fb = reportschema.loads(f.stdout, "facts-json")
     assert fa["facts"]["uname_m"] == platform.machine() and "error" not in fa
     assert fb["facts"] is None and "--accept-new" in fb["error"]
     (tmp_path / "facts.json").write_text(f.stdout)
     d = fleet("detect", str(tmp_path / "facts.json"), "--json", env=env)
     assert d.returncode == 1
-    da, db = json.loads(d.stdout)
+    da, db = reportschema.loads(d.stdout, "detect-json")
     assert da["detection"]["platform"] == THIS_PLATFORM
     assert db["detection"]["platform"] is None and "--accept-new" in db["detection"]["error"]
     # --accept-new records the new key in the known_hosts file and the device succeeds
@@ -184,7 +185,7 @@ def test_unreachable_device(devices, env, tmp_path):
     inv2.write_text(inv.read_text() + f"dev-c ansible_host={servers[0].address} ansible_port={closed}\n")
     r = fleet("probe", "-i", str(inv2), "--known-hosts", str(kh), "--timeout", "2", "--json", env=env)
     assert r.returncode == 1
-    docs = {d["host"]: d for d in json.loads(r.stdout)}
+    docs = {d["host"]: d for d in reportschema.loads(r.stdout, "probe-json")}
     assert docs["dev-a"]["ok"] and docs["dev-b"]["ok"]
     assert not docs["dev-c"]["ok"] and docs["dev-c"]["facts"] is None
     assert docs["dev-c"]["error"]
@@ -194,7 +195,7 @@ def test_limit(devices, env):
     servers, inv, kh = devices
     r = fleet("probe", "-i", str(inv), "--known-hosts", str(kh), "--limit", "dev-b", "--json", env=env)
     assert r.returncode == 0, r.stderr
-    assert [d["host"] for d in json.loads(r.stdout)] == ["dev-b"]
+    assert [d["host"] for d in reportschema.loads(r.stdout, "probe-json")] == ["dev-b"]
     r = fleet("probe", "-i", str(inv), "--known-hosts", str(kh), "--limit", "nosuchhost", env=env)
     assert r.returncode == 2
     assert "nosuchhost" in r.stderr and "Traceback" not in r.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fleet.lab.hello import EXAMPLE_DIR, prepare_context
 from fleet.lab.state import LabPaths
+from tests import reportschema
 from tests.labfixture import FLEET, Lab
 
 HELLO = """bb=/bin/busybox
@@ -109,7 +110,7 @@ class Apps:
             args += ["--limit", ",".join(limit)]
         cp = self.fleet(*args)
         assert cp.stdout.strip(), cp.stderr
-        return json.loads(cp.stdout)
+        return reportschema.loads(cp.stdout, "deploy-json")
 
     # -- devices ----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from fleet.lab.hello import EXAMPLE_DIR, prepare_context
 from fleet.lab.state import LabPaths
 from fleet.platform import Platform
 from fleet.playbook import load_playbook
+from tests import reportschema
 from tests.labfixture import FLEET, Lab
 
 pytestmark = pytest.mark.lab
@@ -172,10 +173,10 @@ def test_deploy_v1_every_device_gets_its_own_child(st: State):
     reports = st.root / "reports"
     cp = _fleet("deploy", str(_playbook(st, "1")), "-i", st.lab.inventory, "--json", report_dir=reports)
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    rows = _rows(json.loads(cp.stdout))
+    rows = _rows(reportschema.loads(cp.stdout, "deploy-json"))
     saved = list(reports.glob("deploy-*.json"))
     assert len(saved) == 1
-    doc = json.loads(saved[0].read_text())
+    doc = reportschema.load_saved(saved[0])
     st.published["1"] = doc["publish"]
     index = doc["index_digest"]
     assert set(rows) == set(DEVICES)
@@ -201,7 +202,7 @@ def test_deploy_v1_every_device_gets_its_own_child(st: State):
     # standalone verify agrees, and shows the table
     cp = _fleet("verify", str(_playbook(st, "1")), "-i", st.lab.inventory, "--json", report_dir=reports)
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    assert {r["host"]: r["result"] for r in json.loads(cp.stdout)} == {d: "verified" for d in DEVICES}
+    assert {r["host"]: r["result"] for r in reportschema.loads(cp.stdout, "verify-json")} == {d: "verified" for d in DEVICES}
 
 
 def test_second_deploy_of_same_version_changes_nothing(st: State):

@@ -19,6 +19,7 @@ import yaml
 from fleet.lab.hello import build_args, prepare_context
 from fleet.lab.profiles import PROFILES
 from fleet.lab.state import LabPaths, load_state
+from tests import reportschema
 from tests.labfixture import LAB_PROFILES, Lab, fleet
 
 pytestmark = pytest.mark.lab
@@ -114,7 +115,7 @@ def test_second_up_reuses_running_processes(lab: Lab) -> None:
 def test_fleet_probe_decides_each_device(lab: Lab) -> None:
     cp = fleet("probe", "-i", lab.inventory_all, "--json", timeout=300)
     assert cp.returncode == 0, cp.stderr
-    got = {d["host"]: d["detection"]["platform"] for d in json.loads(cp.stdout)}
+    got = {d["host"]: d["detection"]["platform"] for d in reportschema.loads(cp.stdout, "probe-json")}
     for name in PROFILES:
         assert got[name] == PROFILES[name].expected_platform, name
 

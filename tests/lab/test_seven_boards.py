@@ -11,7 +11,6 @@ container runs (health: HTTP answered on the board) and verify finds it running 
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ import yaml
 from fleet.lab.hello import prepare_context
 from fleet.lab.profiles import PROFILES
 from fleet.lab.state import LabPaths
+from tests import reportschema
 from tests.labfixture import Lab, fleet
 
 pytestmark = pytest.mark.lab
@@ -55,7 +55,7 @@ def seven(lab: Lab, tmp_path_factory) -> dict:
     seconds = time.monotonic() - t0
     assert cp.returncode == 0, f"deploy failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}"
     print(f"seven-board deploy: {seconds:.1f} s")
-    report = json.loads(next(reports.glob("deploy-*.json")).read_text())
+    report = reportschema.load_saved(next(reports.glob("deploy-*.json")))
     yield {"playbook": playbook, "deploy": report, "seconds": seconds, "reports": reports}
     for name in PROFILES:
         lab.ssh(name, f"docker rm -f {NAME} {NAME}.previous {NAME}.failed >/dev/null 2>&1; true", timeout=300)
@@ -94,7 +94,7 @@ def test_verify_finds_every_board_on_its_child(lab: Lab, seven: dict) -> None:
     cp = fleet("verify", str(seven["playbook"]), "-i", lab.inventory_all, "--report-dir", str(seven["reports"]),
                timeout=600)
     assert cp.returncode == 0, f"verify failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}"
-    report = json.loads(next(Path(seven["reports"]).glob("verify-*.json")).read_text())
+    report = reportschema.load_saved(next(Path(seven["reports"]).glob("verify-*.json")))
     entries = {e["platform"]: e for e in seven["deploy"]["publish"]["entries"]}
     got = {d["host"]: d for d in report["devices"]}
     assert set(got) == set(PROFILES)

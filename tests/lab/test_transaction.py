@@ -22,6 +22,7 @@ from fleet.deploy.devicetxn import settle_seconds
 from fleet.lab.net import veth_name
 from fleet.lab.profiles import PROFILES
 from fleet.playbook import HealthSpec
+from tests import reportschema
 from tests.lab.apps import Apps
 from tests.labfixture import Lab, fleet as lab_fleet
 
@@ -125,7 +126,7 @@ def test_two_deploys_at_once_one_is_refused_neither_corrupts_the_other(apps: App
     assert "its transaction is alive" in rows[0]["reason"] and "holds fleet-txn" in rows[0]["reason"]
     first.wait(300)
     assert first.returncode == 0, Path(f"{first.log}.err").read_text()
-    assert json.loads(Path(f"{first.log}.out").read_text())[0]["result"] == "verified"
+    assert reportschema.loads(Path(f"{first.log}.out").read_text(), "deploy-json")[0]["result"] == "verified"
     assert apps.serves("x86").startswith("hello 6 ")
 
 
@@ -173,8 +174,8 @@ def test_ctrl_c_during_a_five_device_deploy(apps: Apps, tmp_path: Path):
     p.wait(BOUND)
     assert p.returncode == 130, Path(f"{p.log}.err").read_text()
     assert time.monotonic() - t0 < BOUND
-    rows = {r["host"]: r for r in json.loads(Path(f"{p.log}.out").read_text())}
-    saved = json.loads(next(reports.glob("deploy-*.json")).read_text())
+    rows = {r["host"]: r for r in reportschema.loads(Path(f"{p.log}.out").read_text(), "deploy-json")}
+    saved = reportschema.load_saved(next(reports.glob("deploy-*.json")))
     assert {d["host"]: d["result"] for d in saved["devices"]} == {h: r["result"] for h, r in rows.items()}
     # each device's real outcome: the ones at work finished (verified, on the new release);
     # the others were not started

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import reportschema
 from tests.cases import CASES_DIR
 
 FLEET = Path(sys.executable).parent / "fleet"
@@ -74,7 +75,7 @@ def test_single_wrapped_object_json_file(tmp_path):
     f.write_text(json.dumps({"host": "edgerouter", "facts": {"elf_header": "7f454c4601020100000000000000000000030008"}}))
     r = run(str(f), "--json")
     assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
+    doc = reportschema.loads(r.stdout, "detect-json")
     assert len(doc) == 1 and doc[0]["host"] == "edgerouter"
     assert doc[0]["detection"]["platform"] == "linux/mips" and doc[0]["detection"]["endianness"] == "big"
 
@@ -85,7 +86,7 @@ def test_arch_cases_file_exit_1(tmp_path):
     cases = CASES_DIR / "arch-facts.yaml"
     r = run(str(cases), "--json")
     assert r.returncode == 1, r.stderr
-    doc = json.loads(r.stdout)
+    doc = reportschema.loads(r.stdout, "detect-json")
     assert len(doc) >= 14 and doc[0]["host"] == "AC-01"
     assert doc[0]["detection"]["platform"] == "linux/arm/v6"
 
@@ -114,7 +115,7 @@ def test_missing_file_exit_2(tmp_path):
     r = run(str(tmp_path / "nope.yaml"), "--json")
     assert r.returncode == 2
     assert "nope.yaml" in r.stderr and "cannot read" in r.stderr
-    doc = json.loads(r.stdout)  # --json: one JSON document also when the command fails
+    doc = reportschema.loads(r.stdout, "error-json")  # --json: one JSON document also when the command fails
     assert doc["exit_status"] == 2 and doc["kind"].startswith("usage:") and "nope.yaml" in doc["error"]
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tests import reportschema
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET = [str(Path(sys.executable).with_name("fleet"))]
@@ -27,7 +28,7 @@ def test_known_hosts_directory_is_a_usage_error(tmp_path):
     assert cp.returncode == 2
     assert f"--known-hosts {tmp_path}: is a directory" in cp.stderr
     assert "Traceback" not in cp.stderr
-    doc = json.loads(cp.stdout)  # --json: one JSON document also when the command fails
+    doc = reportschema.loads(cp.stdout, "error-json")  # --json: one JSON document also when the command fails
     assert doc == {"error": f"--known-hosts {tmp_path}: is a directory (give a known_hosts file)",
                    "kind": "usage:UsageError", "exit_status": 2}
 
