@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from fleet.registry import Credentials
     from fleet.ssh import Session, SSHSettings, Target
 
-__all__ = ["Handler", "register", "handler_for", "kinds", "WorkerContext", "call_handler", "one_host_connections"]
+__all__ = ["Handler", "register", "handler_for", "kinds", "WorkerContext", "call_handler", "one_host_connections",
+           "CredentialsCache"]
 
 Handler = Callable[[DeviceWork, "WorkerContext"], dict]
 
@@ -47,7 +48,8 @@ _HANDLERS: dict[str, Handler] = {}
 _LOCK = threading.Lock()
 # Modules that register fleet's own handlers, imported on first lookup (kept out of the
 # import of fleet.executor itself: the probe imports paramiko and the engine client).
-_BUILTIN_MODULES = ("fleet.executor.probe", "fleet.executor.noop")
+_BUILTIN_MODULES = ("fleet.executor.probe", "fleet.executor.noop", "fleet.executor.handlers_deploy",
+                    "fleet.executor.handlers_inspect")
 _builtins_loaded = False
 
 
@@ -121,7 +123,8 @@ class WorkerContext:
     """
 
     def __init__(self, work: DeviceWork, connections: "Connections", *, worker: str = "local",
-                 site: str | None = None, deadline_at: float | None = None):
+                 site: str | None = None, deadline_at: float | None = None,
+                 credentials_cache: "CredentialsCache | None" = None):
         self.work = work
         self.worker = worker
         self.site = site
@@ -129,6 +132,7 @@ class WorkerContext:
         self.started = time.monotonic()
         self.deadline_at = self.started + work.deadline if deadline_at is None else deadline_at
         self.expired = False
+        self.credentials_cache = credentials_cache
 
     @property
     def host(self) -> str:
@@ -177,14 +181,38 @@ class WorkerContext:
         from fleet.registry import resolve_credentials
 
         s = dict(settings or {})
-        return resolve_credentials(SimpleNamespace(username_env=s.get("username_env"),
-                                                   password_env=s.get("password_env"),
-                                                   docker_config=s.get("docker_config")), registry)
+        key = (registry, s.get("username_env"), s.get("password_env"), s.get("docker_config"))
+
+        def resolve() -> "Credentials | None":
+            return resolve_credentials(SimpleNamespace(username_env=key[1], password_env=key[2],
+                                                       docker_config=key[3]), registry)
+
+        if self.credentials_cache is None:
+            return resolve()
+        return self.credentials_cache.get(key, resolve)
 
     def abort(self) -> None:
         """Close the device's session now: work blocked on it returns with an error."""
         self.expired = True
         self.connections.close(self.work.host)
+
+
+class CredentialsCache:
+    """Credentials resolved once per run and reused by every device's work (thread-safe):
+    a Docker credential helper is a process per lookup. The local executor keeps one per
+    run; a site worker resolves them per job (its environment may change between runs)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, resolve: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._known:
+                return self._known[key]
+        value = resolve()  # outside the lock: a helper may take a while; a race resolves twice
+        with self._lock:
+            return self._known.setdefault(key, value)
 
 
 def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None) -> dict:
