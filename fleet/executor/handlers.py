@@ -25,6 +25,8 @@ or Docker config (the job names where they are, never what they are).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -215,6 +217,62 @@ class CredentialsCache:
             return self._known.setdefault(key, value)
 
 
+class _Watchdog:
+    """One thread that closes the sessions of work still running at its deadline
+    (:meth:`WorkerContext.abort`), for every work item of the process: a timer thread per
+    item would cost a thread start per device. Entries of finished work are dropped when
+    they reach the top of the heap, or all at once when they outnumber the live ones."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, WorkerContext]] = []
+        self._done: set[int] = set()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, when: float, ctx: WorkerContext) -> int:
+        """Abort ``ctx`` at ``when`` (``time.monotonic()``) unless disarmed first."""
+        with self._cond:
+            token = next(self._seq)
+            heapq.heappush(self._heap, (when, token, ctx))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="fleet-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._done.add(token)
+            if len(self._done) > 256 and 2 * len(self._done) > len(self._heap):
+                self._heap = [e for e in self._heap if e[1] not in self._done]
+                heapq.heapify(self._heap)
+                self._done.clear()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][1] in self._done:
+                        self._done.discard(heapq.heappop(self._heap)[1])
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    left = self._heap[0][0] - time.monotonic()
+                    if left <= 0:
+                        _, _, ctx = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(left)
+            try:
+                ctx.abort()  # outside the lock: closing a session may take a moment
+            except Exception:  # never let one abort stop the others
+                pass
+
+
+_WATCHDOG = _Watchdog()
+
+
 def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None) -> dict:
     """Run ``work``'s handler with ``ctx`` under its deadline: when the deadline passes the
     device's session is closed (so blocked SSH work returns) and the error raised is
@@ -226,9 +284,7 @@ def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None
     left = ctx.remaining()
     if left <= 0:
         raise DeadlineReached(work.host, work.deadline, "before the work started")
-    timer = threading.Timer(left, ctx.abort)
-    timer.daemon = True
-    timer.start()
+    token = _WATCHDOG.arm(time.monotonic() + left, ctx)
     try:
         result = fn(work, ctx)
     except Exception as exc:
@@ -238,7 +294,7 @@ def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None
             raise DeadlineReached(work.host, work.deadline, classify(exc)[1]) from None
         raise
     finally:
-        timer.cancel()
+        _WATCHDOG.disarm(token)
     if ctx.expired:
         raise DeadlineReached(work.host, work.deadline)
     if not isinstance(result, dict):

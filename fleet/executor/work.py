@@ -24,6 +24,7 @@ and ``-``): its devices are worked on by the workers consuming the broker queue
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -81,6 +82,7 @@ class WorkFormatError(FleetError):
     """A work item that is not well-formed (a worker receiving one refuses it)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_name(name: str) -> bool:
     """True when variable or payload key ``name`` looks like it holds secret material
     (``*password``, ``*_token``, ``*secret``...), unless it is a reference to one

@@ -330,9 +330,6 @@ def test_deploy_verify_rollback_through_site_workers_report_as_a_local_run(
     for (name, code, docs), (_, rcode, rdocs) in zip(local, remote):
         assert code == rcode == 0
         assert {(d["worker"], d["site"]) for d in docs} == {("local", None)}
-        if os.environ.get("FLEET_TEST_DUMP"):
-            Path(f"/tmp/cdump-{name}-local.json").write_text(json.dumps(normalized(docs, local_ids), indent=1, sort_keys=True))
-            Path(f"/tmp/cdump-{name}-remote.json").write_text(json.dumps(normalized(rdocs, remote_ids), indent=1, sort_keys=True))
         assert normalized(docs, local_ids) == normalized(rdocs, remote_ids), name
 
     # the history of the Celery run names who did each device's work; the local one says local
@@ -397,3 +394,37 @@ def test_a_deadline_above_the_workers_is_a_usage_error_before_anything(devices, 
     assert re.search(r"dev-a: its deploy job may take up to \d+ s, more than the site workers accept "
                      r"\(--max-deadline 600 s\)", doc["error"]), doc["error"]
     assert {h: e.docker("ps", "-aq").stdout for h, e in engines.items()} == before
+
+
+def test_broker_down_or_a_device_without_site_stops_before_anything(devices, playbooks, engines, signers, tmp_path):
+    """With the broker down: exit 1 and the --json error document, nothing sent, no device
+    touched, no run in the history. A device without fleet_site: exit 2 naming it (the
+    inventory is fine for --local-fallback)."""
+    import sqlite3
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    sign = {"FLEET_CELERY_KEY": str(signers.controller.key), "FLEET_CELERY_CERT": str(signers.controller.cert),
+            "FLEET_CELERY_CERT_STORE": str(signers.controller_store)}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"redis://127.0.0.1:{s.getsockname()[1]}/0"  # nothing listens there once closed
+    before = {h: e.docker("ps", "-aq").stdout for h, e in engines.items()}
+    common = ["-i", str(devices["inventory"]), "--known-hosts", str(devices["known_hosts"])]
+    for args in (["probe"], ["deploy", str(playbooks["1"])], ["verify", str(playbooks["1"])]):
+        code, doc = fleet([*args, *common, "--broker", down], home=home, history=tmp_path / "h.sqlite",
+                          extra_env=sign)
+        assert code == 1 and doc["exit_status"] == 1 and doc["kind"] == "failure:BrokerUnavailable", doc
+        assert "is not reachable" in doc["error"] and "nothing was sent" in doc["error"], doc
+    assert {h: e.docker("ps", "-aq").stdout for h, e in engines.items()} == before
+    with sqlite3.connect(tmp_path / "h.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+
+    inv = yaml.safe_load(devices["inventory"].read_text())
+    del inv["all"]["children"]["boards"]["hosts"]["dev-b"]["fleet_site"]
+    siteless = tmp_path / "siteless.yml"
+    siteless.write_text(yaml.safe_dump(inv))
+    code, doc = fleet(["deploy", str(playbooks["1"]), "-i", str(siteless), "--known-hosts", str(devices["known_hosts"]),
+                       "--broker", down], home=home, history=tmp_path / "h.sqlite", extra_env=sign)
+    assert code == 2, doc
+    assert doc["error"].startswith("dev-b: no fleet_site in the inventory") and "--local-fallback" in doc["error"]
