@@ -10,7 +10,7 @@ Tables: ``runs`` (one row per command run: id, kind, playbook, app, reference, i
 who, where, when, summary, ok, why it stopped, the published index's entries and every
 image of the app as JSON) and
 ``devices`` (one row per device and run: result, reason, batch, platforms, child and config
-digests, what it ran before).
+digests, what it ran before, and who did the work: ``worker``, ``site``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ CREATE INDEX IF NOT EXISTS runs_app ON runs(app, started);
 
 
 #: Columns added after the first release, in order: (table -> [(name, declaration)]).
-_COLUMNS = {"runs": [("publish", "TEXT"), ("images", "TEXT")]}
+_COLUMNS = {"runs": [("publish", "TEXT"), ("images", "TEXT")],
+            # who did each device's work: "local" (this controller) or a site worker's
+            # Celery node name, and its site (docs/sites.md)
+            "devices": [("worker", "TEXT"), ("site", "TEXT")]}
 
 
 def history_path() -> Path:
@@ -171,11 +174,12 @@ class History:
     def add_devices(self, run_id: str, reports: Sequence[DeviceReport], batch: int | None = None) -> None:
         """Record each device's result in run ``run_id`` (again: replaces)."""
         rows = [(run_id, r.host, batch, str(r.result), r.reason, r.platform, r.entry_platform, r.pulled,
-                 r.config_digest, (r.previous or {}).get("deployment"), r.seconds) for r in reports]
+                 r.config_digest, (r.previous or {}).get("deployment"), r.seconds, r.worker, r.site) for r in reports]
         with self._write():
             self.db.executemany(
                 "INSERT OR REPLACE INTO devices (run_id, host, batch, result, reason, platform, entry_platform, "
-                "manifest_digest, config_digest, previous_deployment, seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "manifest_digest, config_digest, previous_deployment, seconds, worker, site) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     # -- reading --------------------------------------------------------------------------
 

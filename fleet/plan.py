@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from fleet.detect import Detection
 from fleet.errors import FleetError
-from fleet.platform import Platform, choose, choose_legacy, compatible
+from fleet.platform import Platform, PlatformError, choose, choose_legacy, compatible
 from fleet.playbook import BuildSource, NativeSource, PickSource, Playbook
 
 __all__ = ["DevicePlan", "Plan", "make_plan", "plan_devices", "choose_entry", "NoMatchingEntry",
@@ -136,6 +136,39 @@ class DevicePlan:
                 "engine_entry": s(self.engine_entry), "explicit_platform": self.explicit_platform,
                 "entry_index": self.entry_index,
                 "note": self.note, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "DevicePlan":
+        """From :meth:`to_dict`'s output. Raises ValueError naming a missing or mistyped
+        field."""
+        if not isinstance(data, dict) or not isinstance(data.get("host"), str):
+            raise ValueError(f"device plan: not a device plan: {str(data)[:200]}")
+        known = {"host", "platform", "engine_platform", "entry_platform", "engine_entry", "explicit_platform",
+                 "entry_index", "note", "error"}
+        if set(data) - known:
+            raise ValueError(f"device plan: unknown field(s) {', '.join(sorted(map(str, set(data) - known)))}")
+
+        def p(key: str) -> Platform | None:
+            v = data.get(key)
+            try:
+                return None if v is None else Platform.parse(v)
+            except PlatformError as e:
+                raise ValueError(f"device plan: {key}: {e}") from None
+
+        def text(key: str) -> str | None:
+            v = data.get(key)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"device plan: {key} is not a string")
+            return v
+
+        index = data.get("entry_index")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+            raise ValueError("device plan: entry_index is not an integer")
+        explicit = data.get("explicit_platform", False)
+        if not isinstance(explicit, bool):
+            raise ValueError("device plan: explicit_platform is not a boolean")
+        return cls(data["host"], p("platform"), p("engine_platform"), p("entry_platform"), explicit,
+                   text("error"), p("engine_entry"), text("note"), index)
 
 
 @dataclass

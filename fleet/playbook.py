@@ -126,6 +126,18 @@ class HealthSpec:
     timeout: float = 60.0
     interval: float = 2.0
 
+    def to_dict(self) -> dict[str, Any]:
+        from fleet.plain import to_plain
+
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "HealthSpec":
+        """From :meth:`to_dict`'s output; :class:`fleet.plain.PlainFormatError` names a bad field."""
+        from fleet.plain import from_plain
+
+        return from_plain(cls, data, "health")
+
 
 @dataclass(frozen=True)
 class Playbook:

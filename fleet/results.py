@@ -7,7 +7,7 @@ their TYPE where they enter (:func:`classify`), never by matching class or modul
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -78,7 +78,10 @@ class DeviceReport:
     device's engine holds, ``result`` (:class:`Result`), ``reason``, ``seconds``,
     ``actions`` taken in order, ``checks`` (name/ok/detail), ``log_tail``, ``previous``
     (what ran before: deployment, index and config digest), ``free_bytes`` and
-    ``needed_bytes`` on the data root.
+    ``needed_bytes`` on the data root, ``cost`` (what the work asked of the device),
+    ``services`` (per unit of the app), ``worker`` (who did the work: ``local`` for this
+    machine, the Celery node name of a site worker; None when no work ran for the device:
+    skipped, or no worker took it) and ``site`` (the site worker's site; None locally).
     """
 
     host: str
@@ -99,6 +102,8 @@ class DeviceReport:
     needed_bytes: int | None = None
     cost: dict[str, Any] | None = None
     services: list[dict[str, Any]] = field(default_factory=list)
+    worker: str | None = None
+    site: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,6 +119,26 @@ class DeviceReport:
         d["result"] = str(self.result)
         d["ok"] = self.ok
         return d
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "DeviceReport":
+        """The report in :meth:`to_dict`'s output (``ok`` is derived, not read). Raises
+        ValueError naming an unknown field, a missing ``host`` or an unknown result."""
+        if not isinstance(data, dict) or not isinstance(data.get("host"), str):
+            raise ValueError(f"device report: not a report: {str(data)[:200]}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names - {"ok"}
+        if unknown:
+            raise ValueError(f"device report of {data['host']}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        values = {k: v for k, v in data.items() if k in names}
+        try:
+            values["result"] = Result(values.get("result", Result.FAILED.value))
+        except ValueError:
+            raise ValueError(f"device report of {data['host']}: unknown result {values.get('result')!r}") from None
+        for key in ("actions", "checks", "services"):
+            if not isinstance(values.get(key, []), list):
+                raise ValueError(f"device report of {data['host']}: {key} is not a list")
+        return cls(**values)
 
 
 def summary_line(results: list[Result] | tuple[Result, ...]) -> str:

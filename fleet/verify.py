@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 
 from fleet.labels import LABEL
 from fleet.engine import ContainerState, ImageState
-from fleet.platform import Platform
+from fleet.platform import Platform, PlatformError
 from fleet.results import Result
 
 __all__ = [
@@ -87,6 +87,31 @@ class Expected:
         """From a :class:`fleet.publish.PublishedEntry`."""
         return cls(repository, index_digest, entry.platform, entry.manifest_digest,
                    entry.config_digest, tuple(entry.diff_ids))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"repository", "index_digest", "platform" (os/arch[/variant]),
+        "manifest_digest", "config_digest", "diff_ids"}``."""
+        return {"repository": self.repository, "index_digest": self.index_digest, "platform": str(self.platform),
+                "manifest_digest": self.manifest_digest, "config_digest": self.config_digest,
+                "diff_ids": list(self.diff_ids)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Expected":
+        """From :meth:`to_dict`'s output. Raises ValueError naming what is wrong."""
+        if not isinstance(data, dict) or set(data) != {"repository", "index_digest", "platform", "manifest_digest",
+                                                       "config_digest", "diff_ids"}:
+            raise ValueError(f"expected: not an expected entry: {str(data)[:200]}")
+        texts = [data[k] for k in ("repository", "index_digest", "manifest_digest", "config_digest")]
+        diff_ids = data["diff_ids"]
+        if not all(isinstance(t, str) for t in texts) or not isinstance(diff_ids, list) \
+                or not all(isinstance(d, str) for d in diff_ids):
+            raise ValueError("expected: digests and repository must be strings")
+        try:
+            platform = Platform.parse(data["platform"])
+        except PlatformError as e:
+            raise ValueError(f"expected: {e}") from None
+        return cls(data["repository"], data["index_digest"], platform, data["manifest_digest"],
+                   data["config_digest"], tuple(diff_ids))
 
 
 @dataclass(frozen=True)

@@ -225,11 +225,14 @@ def start_sshd(
     user_key_path: Path | None = None,
     log_level: str = "ERROR",
     netns: str | None = None,
+    wrap: list[str] | None = None,
 ) -> SshdServer:
     """Start ``sshd -D -e`` on ``address`` (random 127.0.0.x if None) and a free port.
 
     ``authorized_keys``: public key lines (default: a generated user key, or the ``.pub``
     of ``user_key_path``). ``extra_config`` is appended (e.g. ``Match`` blocks).
+    ``wrap``: a command that execs its arguments (so the pid stays sshd's), e.g.
+    ``unshare -m`` to give the "device" its own mounts.
     Waits until the SSH banner is served; raises RuntimeError with sshd's log otherwise.
     """
     workdir, host_pub, user_key_path = _prepare(tmp_path, authorized_keys, user_key_path)
@@ -241,7 +244,7 @@ def start_sshd(
         cfg = workdir / "sshd_config"
         cfg.write_text(_config_text(workdir, addr, port, log_level, extra_config))
         log = workdir / "sshd.log"
-        cmd = [SSHD, "-D", "-e", "-f", str(cfg)]
+        cmd = list(wrap or []) + [SSHD, "-D", "-e", "-f", str(cfg)]
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd  # ip execs sshd: same pid
         with open(log, "ab") as logf:

@@ -29,9 +29,19 @@ from fleet.cli.options import (
     ReportDirOpt,
     TimeoutOpt,
     VerboseOpt,
+    BrokerOpt,
+    CertStoreOpt,
+    ExecutorOpt,
+    LocalFallbackOpt,
+    MaxDeadlineOpt,
+    ResultBackendOpt,
+    SignCertOpt,
+    SignKeyOpt,
+    executor_options,
     selection,
 )
 from fleet.errors import FleetError
+from fleet.executor.work import DEFAULT_MAX_DEADLINE
 from fleet.fanout import DEFAULT_FORKS, INTERRUPTED_EXIT
 from fleet.output import emit_json, error
 
@@ -111,13 +121,22 @@ def probe_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Probe devices over SSH and decide each one's OCI platform (exit 1 if any device failed or is undecided)."""
     from fleet.cli.probe import run_probe
 
-    _run(lambda: run_probe(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
+    _run(lambda: run_probe(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)),
          as_json, verbose)
 
 
@@ -129,13 +148,22 @@ def facts_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Print each device's raw platform facts (--json: the input of `fleet detect FILE` and `fleet plan --facts FILE`)."""
     from fleet.cli.probe import run_facts
 
-    _run(lambda: run_facts(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
+    _run(lambda: run_facts(selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)),
          as_json, verbose)
 
 
@@ -156,6 +184,14 @@ def plan_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     platform: PlatformOpt = None,
     facts: Optional[str] = typer.Option(None, "--facts", metavar="FILE",
                                         help="Plan from saved facts (`fleet facts --json`) instead of probing: no SSH."),
@@ -166,7 +202,8 @@ def plan_cmd(
     from fleet.cli.plan import run_plan
 
     _run(lambda: run_plan(playbook, _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                          platform, as_json, facts=facts), as_json, verbose)
+                          platform, as_json, facts=facts,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)), as_json, verbose)
 
 
 @app.command("publish", context_settings=CONTEXT)
@@ -178,6 +215,14 @@ def publish_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     platform: PlatformOpt = None,
     media_type: Optional[str] = typer.Option(None, "--media-type", metavar="TYPE",
                                              help="Index media type (default: follows the children): application/vnd.oci.image.index.v1+json or application/vnd.docker.distribution.manifest.list.v2+json."),
@@ -188,7 +233,8 @@ def publish_cmd(
     from fleet.cli.plan import run_publish
 
     _run(lambda: run_publish(playbook, _optional_selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                             platform, media_type, as_json), as_json, verbose)
+                             platform, media_type, as_json,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)), as_json, verbose)
 
 
 @app.command("deploy", context_settings=CONTEXT)
@@ -200,6 +246,14 @@ def deploy_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     check: bool = typer.Option(False, "--check", help="Dry run: probe, plan and show what would be pulled and replaced where; publish nothing, change nothing."),
     min_free: float = MinFreeOpt,
     batch: Optional[str] = BatchOpt,
@@ -212,7 +266,8 @@ def deploy_cmd(
 
     _run(lambda: run_deploy(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
                             check=check, as_json=as_json, min_free_mib=min_free, report_directory=report_directory,
-                            batch=batch),
+                            batch=batch,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)),
          as_json, verbose)
 
 
@@ -225,6 +280,14 @@ def rollback_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     to: Optional[str] = typer.Option(None, "--to", metavar="DEPLOYMENT",
                                      help="Go back to this deployment of the history instead of each device's previous release."),
     min_free: float = MinFreeOpt,
@@ -238,7 +301,8 @@ def rollback_cmd(
 
     _run(lambda: run_rollback(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
                               to=to, as_json=as_json, min_free_mib=min_free, report_directory=report_directory,
-                              batch=batch),
+                              batch=batch,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)),
          as_json, verbose)
 
 
@@ -266,13 +330,22 @@ def status_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Per device, what runs now against what the last rollout intended (drift); changes nothing (exit 0 only if all as intended)."""
     from fleet.cli.history import run_status
 
-    _run(lambda: run_status(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
+    _run(lambda: run_status(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)),
          as_json, verbose)
 
 
@@ -285,13 +358,22 @@ def prune_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Remove images of the app older than the previous release on every device (rollout.keep_images)."""
     from fleet.cli.history import run_prune
 
-    _run(lambda: run_prune(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json),
+    _run(lambda: run_prune(playbook, selection(inventory, limit, forks, known_hosts, accept_new, timeout), as_json,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)),
          as_json, verbose)
 
 
@@ -304,6 +386,14 @@ def verify_cmd(
     known_hosts: KnownHostsOpt = None,
     accept_new: AcceptNewOpt = False,
     timeout: TimeoutOpt = DEFAULT_TIMEOUT,
+    executor: ExecutorOpt = None,
+    broker: BrokerOpt = None,
+    result_backend: ResultBackendOpt = None,
+    local_fallback: LocalFallbackOpt = False,
+    key: SignKeyOpt = None,
+    cert: SignCertOpt = None,
+    cert_store: CertStoreOpt = None,
+    max_deadline: MaxDeadlineOpt = DEFAULT_MAX_DEADLINE,
     name: Optional[str] = typer.Option(None, "--name", metavar="CONTAINER", help="Container to check (default: the playbook's container.name, else the repository's last path component)."),
     report_directory: ReportDirOpt = None,
     as_json: JsonOpt = False,
@@ -313,7 +403,8 @@ def verify_cmd(
     from fleet.cli.verify import run_verify
 
     _run(lambda: run_verify(what, selection(inventory, limit, forks, known_hosts, accept_new, timeout),
-                            name=name, as_json=as_json, report_directory=report_directory), as_json, verbose)
+                            name=name, as_json=as_json, report_directory=report_directory,
+                 executor=executor_options(executor, broker, result_backend, local_fallback, key, cert, cert_store, max_deadline)), as_json, verbose)
 
 
 @app.command("worker", context_settings=CONTEXT)

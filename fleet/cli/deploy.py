@@ -16,9 +16,11 @@ from __future__ import annotations
 import math
 
 from fleet import pipeline
+from fleet.cli.probe import _make
 from fleet.cli.render import device_line, print_report, short_digest
 from fleet.deploy import DeployHooks, DeployOptions, new_deployment_id
 from fleet.errors import UsageError
+from fleet.executor import ExecutorOptions
 from fleet.fanout import INTERRUPTED_EXIT
 from fleet.history import History
 from fleet.output import emit_json, err, error, line, progress_line
@@ -70,7 +72,8 @@ def _rollout(playbook, batch: str | None):
 
 
 def run_deploy(playbook_path: str, sel: DeviceSelection, *, check: bool, as_json: bool, min_free_mib: float,
-               report_directory: str | None, batch: str | None = None, hooks: DeployHooks | None = None) -> int:
+               report_directory: str | None, batch: str | None = None, hooks: DeployHooks | None = None,
+               executor: ExecutorOptions | None = None) -> int:
     """``fleet deploy``: see :func:`fleet.pipeline.deploy`. Prints the report (table or
     ``--json`` list of per-device objects), saves it, returns the exit status."""
     playbook = load_playbook(playbook_path)
@@ -78,21 +81,24 @@ def run_deploy(playbook_path: str, sel: DeviceSelection, *, check: bool, as_json
     directory = usable_report_dir(report_dir(report_directory))
     options = _options(sel, min_free_mib, hooks)
     on_done = None if err.is_terminal else (lambda r: progress_line(device_line(r)))
-    with History() as history, pipeline.Run(sel) as run:
+    with History() as history, pipeline.Run(sel, _make(executor)) as run:
+        run.preflight()
         result = pipeline.deploy(run, playbook, check=check, options=options, rollout=rollout, history=history,
                                  log=progress_line, on_done=on_done)
     return _finish(result, playbook, as_json, directory, "check" if check else "deploy")
 
 
 def run_rollback(playbook_path: str, sel: DeviceSelection, *, to: str | None, as_json: bool, min_free_mib: float,
-                 report_directory: str | None, batch: str | None = None) -> int:
+                 report_directory: str | None, batch: str | None = None,
+                 executor: ExecutorOptions | None = None) -> int:
     """``fleet rollback``: see :func:`fleet.pipeline.rollback`."""
     playbook = load_playbook(playbook_path)
     rollout = _rollout(playbook, batch)
     directory = usable_report_dir(report_dir(report_directory))
     options = _options(sel, min_free_mib, None)
     on_done = None if err.is_terminal else (lambda r: progress_line(device_line(r)))
-    with History() as history, pipeline.Run(sel) as run:
+    with History() as history, pipeline.Run(sel, _make(executor)) as run:
+        run.preflight()
         result = pipeline.rollback(run, playbook, to=to, options=options, rollout=rollout, history=history,
                                    on_done=on_done)
     return _finish(result, playbook, as_json, directory, "rollback")

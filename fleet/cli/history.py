@@ -4,7 +4,9 @@ devices run against it (:func:`fleet.pipeline.status`, :func:`fleet.pipeline.pru
 from __future__ import annotations
 
 from fleet import pipeline
+from fleet.cli.probe import _make
 from fleet.cli.render import short_digest
+from fleet.executor import ExecutorOptions
 from fleet.history import History
 from fleet.output import emit_json, line, out, table
 from fleet.playbook import load_playbook
@@ -31,10 +33,11 @@ def run_history(*, device: str | None, deployment: str | None, limit: int, as_js
     return 1 if deployment and not runs else 0
 
 
-def run_status(playbook_path: str, sel: DeviceSelection, as_json: bool) -> int:
+def run_status(playbook_path: str, sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """``fleet status``: exit 0 when every device runs what its last rollout intended."""
     playbook = load_playbook(playbook_path)
-    with History() as history, pipeline.Run(sel) as run:
+    with History() as history, pipeline.Run(sel, _make(executor)) as run:
+        run.preflight()
         rows = pipeline.status(run, playbook, history)
     if as_json:
         emit_json([r.to_dict() for r in rows])
@@ -50,10 +53,11 @@ def run_status(playbook_path: str, sel: DeviceSelection, as_json: bool) -> int:
     return 0 if all(r.state == "as intended" for r in rows) else 1
 
 
-def run_prune(playbook_path: str, sel: DeviceSelection, as_json: bool) -> int:
+def run_prune(playbook_path: str, sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """``fleet prune``: exit 0 when every device could be reached."""
     playbook = load_playbook(playbook_path)
-    with pipeline.Run(sel) as run:
+    with pipeline.Run(sel, _make(executor)) as run:
+        run.preflight()
         rows = pipeline.prune(run, playbook)
     if as_json:
         emit_json([r.to_dict() for r in rows])

@@ -6,8 +6,14 @@ where Ansible has them::
     -i/--inventory PATH (repeatable)   --limit/-l PATTERN   --forks/-f N
     --known-hosts PATH (repeatable)    --accept-new         --timeout S
 
+and where each device's work runs (docs/sites.md)::
+
+    --executor local|celery   --broker URL   --result-backend URL   --local-fallback
+    --key PEM   --cert PEM   --cert-store DIR   --max-deadline S
+
 A command declares them with the ``Annotated`` aliases below and turns the values into a
-:class:`fleet.selection.DeviceSelection` with :func:`selection`.
+:class:`fleet.selection.DeviceSelection` with :func:`selection` and a
+:class:`fleet.executor.ExecutorOptions` with :func:`executor_options`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,15 @@ __all__ = [
     "PlatformOpt",
     "ReportDirOpt",
     "selection",
+    "ExecutorOpt",
+    "BrokerOpt",
+    "ResultBackendOpt",
+    "LocalFallbackOpt",
+    "SignKeyOpt",
+    "SignCertOpt",
+    "CertStoreOpt",
+    "MaxDeadlineOpt",
+    "executor_options",
 ]
 
 InventoryOpt = Annotated[
@@ -109,3 +124,59 @@ def selection(
         connect_timeout=timeout,
     )
     return DeviceSelection(tuple(inventory), limit or None, forks, settings)
+
+
+# ------------------------------------------------------------------------- executor
+# Where each device's work runs (docs/sites.md): this machine, or the Celery workers of the
+# devices' sites. Shared by every fan-out command (probe, facts, plan, publish, deploy,
+# rollback, verify, status, prune).
+
+ExecutorOpt = Annotated[Optional[str], typer.Option(
+    "--executor", metavar="local|celery", show_default=False,
+    help="Where each device's work runs: local (this machine's SSH sessions, the default) or celery (the "
+         "site worker of each device's fleet_site, through --broker).")]
+BrokerOpt = Annotated[Optional[str], typer.Option(
+    "--broker", metavar="URL", show_default=False,
+    help="Broker of the site workers (redis://, rediss://, amqp://...); alone it means --executor celery. "
+         "Default $FLEET_BROKER_URL (keep a password out of the command line: use the variable).")]
+ResultBackendOpt = Annotated[Optional[str], typer.Option(
+    "--result-backend", metavar="URL", envvar="FLEET_RESULT_BACKEND", show_default=False,
+    help="Redis URL results come back through (default: the broker's, when it is Redis).")]
+LocalFallbackOpt = Annotated[bool, typer.Option(
+    "--local-fallback", help="With celery: devices without fleet_site are worked on from this machine "
+                             "instead of being an error.")]
+SignKeyOpt = Annotated[Optional[str], typer.Option(
+    "--key", metavar="PEM", show_default=False,
+    help="With celery: this controller's RSA key that signs the jobs (default $FLEET_CELERY_KEY).")]
+SignCertOpt = Annotated[Optional[str], typer.Option(
+    "--cert", metavar="PEM", show_default=False, help="Its certificate (default $FLEET_CELERY_CERT).")]
+CertStoreOpt = Annotated[Optional[str], typer.Option(
+    "--cert-store", metavar="DIR", show_default=False,
+    help="Certificates of the site workers whose results are accepted (default $FLEET_CELERY_CERT_STORE).")]
+MaxDeadlineOpt = Annotated[float, typer.Option(
+    "--max-deadline", min=1.0, metavar="S",
+    help="With celery: the longest job deadline the site workers accept (their --max-deadline); a device "
+         "whose work may take longer is a usage error before anything is sent.")]
+
+
+def executor_options(executor: str | None = None, broker: str | None = None, result_backend: str | None = None,
+                     local_fallback: bool = False, key: str | None = None, cert: str | None = None,
+                     cert_store: str | None = None, max_deadline: float | None = None):
+    """The executor the shared options ask for (:class:`fleet.executor.ExecutorOptions`):
+    ``--executor`` (default ``local``; ``--broker`` alone means ``celery``). Raises
+    UsageError (exit 2) for an unknown executor or celery-only options with ``local``;
+    the broker URL and the signing identity are checked when the run starts."""
+    from fleet.errors import UsageError
+    from fleet.executor import DEFAULT_MAX_DEADLINE, EXECUTORS, ExecutorOptions
+
+    chosen = executor or ("celery" if broker else "local")
+    if chosen not in EXECUTORS:
+        raise UsageError(f"--executor {chosen!r}: choose one of {', '.join(EXECUTORS)}")
+    if chosen == "local":
+        extra = [flag for flag, v in (("--broker", broker), ("--local-fallback", local_fallback), ("--key", key),
+                                      ("--cert", cert), ("--cert-store", cert_store)) if v]
+        if extra:
+            raise UsageError(f"{', '.join(extra)}: for --executor celery (work runs on this machine with "
+                             f"--executor local)")
+    return ExecutorOptions(chosen, broker, result_backend if chosen == "celery" else None, local_fallback, key, cert,
+                           cert_store, DEFAULT_MAX_DEADLINE if max_deadline is None else float(max_deadline))

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from fleet import pipeline
+from fleet.cli.probe import _make
 from fleet.errors import UsageError
+from fleet.executor import ExecutorOptions
 from fleet.output import emit_json, error, line, out, progress_line, table
 from fleet.plan import Plan
 from fleet.playbook import load_playbook
@@ -76,11 +78,25 @@ def _print_app(planned: pipeline.Planned) -> None:
     print_values(planned)
 
 
+def _open_run(sel: DeviceSelection | None, executor: ExecutorOptions | None) -> pipeline.Run | None:
+    """The run whose probe the plan starts from (None without an inventory), checked
+    before any device is probed (:meth:`fleet.pipeline.Run.preflight`)."""
+    if sel is None:
+        return None
+    run = pipeline.Run(sel, _make(executor))
+    try:
+        run.preflight()
+    except BaseException:
+        run.connections.close_all()
+        raise
+    return run
+
+
 def _run_compose_plan(playbook, sel: DeviceSelection | None, platforms: Sequence[str] | None, as_json: bool,
-                      facts: str | None) -> int:
+                      facts: str | None, executor: ExecutorOptions | None = None) -> int:
     if facts is not None:
         raise UsageError("--facts FILE plans one image; a Compose playbook is planned from a probe (-i/--inventory)")
-    run = pipeline.Run(sel) if sel is not None else None
+    run = _open_run(sel, executor)
     try:
         planned = _plan_app(playbook, sel, platforms, run)
     finally:
@@ -96,13 +112,13 @@ def _run_compose_plan(playbook, sel: DeviceSelection | None, platforms: Sequence
 
 
 def run_plan(playbook_path: str, sel: DeviceSelection | None, platforms: Sequence[str] | None,
-             as_json: bool, *, facts: str | None = None) -> int:
+             as_json: bool, *, facts: str | None = None, executor: ExecutorOptions | None = None) -> int:
     """``fleet plan``: print the plan; exit 0 when publishable, 1 when it has errors. A
     Compose playbook: one plan per image, and per device the values its stack gets."""
     playbook = load_playbook(playbook_path)
     if playbook.compose is not None:
-        return _run_compose_plan(playbook, sel, platforms, as_json, facts)
-    run = pipeline.Run(sel) if sel is not None else None
+        return _run_compose_plan(playbook, sel, platforms, as_json, facts, executor)
+    run = _open_run(sel, executor) if facts is None else None
     try:
         plan = _plan(playbook, sel, platforms, facts, run)
     finally:
@@ -118,7 +134,7 @@ def run_plan(playbook_path: str, sel: DeviceSelection | None, platforms: Sequenc
 
 
 def run_publish(playbook_path: str, sel: DeviceSelection | None, platforms: Sequence[str] | None,
-                media_type: str | None, as_json: bool) -> int:
+                media_type: str | None, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """``fleet publish``: plan, build/pick each platform, check, push one index tag.
 
     Human output: the plan, then a table platform -> child manifest digest -> config digest
@@ -128,8 +144,8 @@ def run_publish(playbook_path: str, sel: DeviceSelection | None, platforms: Sequ
     """
     playbook = load_playbook(playbook_path)
     if playbook.compose is not None:
-        return _run_compose_publish(playbook, sel, platforms, media_type, as_json)
-    run = pipeline.Run(sel) if sel is not None else None
+        return _run_compose_publish(playbook, sel, platforms, media_type, as_json, executor)
+    run = _open_run(sel, executor)
     try:
         plan = _plan(playbook, sel, platforms, None, run)
         if plan.errors:
@@ -166,11 +182,11 @@ def print_published(result) -> None:
 
 
 def _run_compose_publish(playbook, sel: DeviceSelection | None, platforms: Sequence[str] | None,
-                         media_type: str | None, as_json: bool) -> int:
+                         media_type: str | None, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """Publish every image of a Compose stack that fleet builds (one multi-arch tag each);
     the picked ones are checked to cover the devices, not pushed. JSON: ``{"app",
     "images": [{"service", "reference", "built", "publish"}], "plan"}``."""
-    run = pipeline.Run(sel) if sel is not None else None
+    run = _open_run(sel, executor)
     try:
         planned = _plan_app(playbook, sel, platforms, run)
         if not as_json:

@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.detect import Detection
+from fleet.executor import ExecutorOptions
 from fleet.fanout import INTERRUPTED_EXIT
 from fleet.output import emit_json, line, out, table
 from fleet.pipeline import Run, probe
 from fleet.selection import DeviceSelection
 
 __all__ = ["run_probe", "run_facts", "userland_text"]
+
+
+def _make(executor: ExecutorOptions | None):
+    """What :class:`fleet.pipeline.Run` takes for ``executor`` (None: this machine's)."""
+    return executor.make if executor is not None else None
 
 
 def userland_text(facts: dict[str, str], det: Detection) -> str | None:
@@ -36,7 +42,7 @@ def userland_text(facts: dict[str, str], det: Detection) -> str | None:
     return f"{text} ({pkg.strip()})" if pkg else text
 
 
-def run_probe(sel: DeviceSelection, as_json: bool) -> int:
+def run_probe(sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """``fleet probe``: probe, detect, print one row per device and a summary line.
 
     Returns the exit status: 0 every device decided, 1 any device failed (unreachable,
@@ -46,9 +52,11 @@ def run_probe(sel: DeviceSelection, as_json: bool) -> int:
     (None when no facts were gathered); ``error`` why the device failed or stayed
     undecided, else None; ``engine_via`` how the engine's facts were read (``api`` or
     ``cli``); ``cost`` what the probe asked of the device (channels, processes, API calls,
-    bytes).
+    bytes); ``worker``/``site`` who probed it (``local``/null: this machine; a site
+    worker's node name and its site with ``--executor celery``).
     """
-    with Run(sel) as run:
+    with Run(sel, _make(executor)) as run:
+        run.preflight()
         results = probe(run)
     docs: list[dict[str, Any]] = []
     rows = []
@@ -64,7 +72,7 @@ def run_probe(sel: DeviceSelection, as_json: bool) -> int:
         docs.append({"host": r.host, "address": r.address, "ok": det is not None and det.platform is not None,
                      "facts": r.facts, "detection": det.to_dict() if det is not None else None,
                      "error": r.error or (det.error if det is not None else None),
-                     "engine_via": r.engine_via, "cost": r.cost})
+                     "engine_via": r.engine_via, "cost": r.cost, "worker": r.worker, "site": r.site})
         if det is None:
             rows.append((r.host, r.address, None, None, None, None, f"failed: {r.error}"))
         else:
@@ -89,14 +97,15 @@ def _first_line(text: str, limit: int = 70) -> str:
     return first + (f"  (+{len(lines) - 1} lines)" if len(lines) > 1 else "")
 
 
-def run_facts(sel: DeviceSelection, as_json: bool) -> int:
+def run_facts(sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """``fleet facts``: print every selected device's raw facts.
 
     Returns 0 when every device was probed, 1 otherwise, 130 interrupted. JSON: a list of
     ``{"host": NAME, "facts": {...}}`` (``"facts": null`` plus ``"error"`` for a failed
     device), the shape ``fleet detect FILE`` and ``fleet plan --facts FILE`` read back.
     """
-    with Run(sel) as run:
+    with Run(sel, _make(executor)) as run:
+        run.preflight()
         results = probe(run, label="gathering facts")
     if as_json:
         docs: list[dict[str, Any]] = []

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from fleet import pipeline
+from fleet.cli.probe import _make
 from fleet.cli.render import print_report, short_digest
 from fleet.deploy import new_deployment_id
 from fleet.errors import UsageError
+from fleet.executor import ExecutorOptions
 from fleet.fanout import INTERRUPTED_EXIT
 from fleet.history import History
 from fleet.output import emit_json, progress_line
@@ -26,7 +28,7 @@ __all__ = ["run_verify"]
 
 
 def run_verify(what: str, sel: DeviceSelection, *, name: str | None, as_json: bool,
-               report_directory: str | None) -> int:
+               report_directory: str | None, executor: ExecutorOptions | None = None) -> int:
     """``fleet verify PLAYBOOK|REF``. With a playbook: every image of its app read back from
     its registry (the ``image`` tag, or each Compose service's image) and every container
     of the app compared on each device (:func:`fleet.pipeline.verify_app`). With REF (a tag
@@ -42,7 +44,8 @@ def run_verify(what: str, sel: DeviceSelection, *, name: str | None, as_json: bo
         if name:
             raise UsageError("--name goes with a REF; a playbook names its own containers")
         sel.hosts()  # a malformed inventory or --limit is a usage error before the registry is asked
-        with History() as history, pipeline.Run(sel) as run:
+        with History() as history, pipeline.Run(sel, _make(executor)) as run:
+            run.preflight()
             _start(history, run_id, now, playbook=str(p), app=pipeline.app_name(playbook),
                    reference=playbook.image or pipeline.app_name(playbook))
             reports, images = pipeline.verify_app(run, playbook)
@@ -64,7 +67,8 @@ def run_verify(what: str, sel: DeviceSelection, *, name: str | None, as_json: bo
         name = name or ref.repository.rsplit("/", 1)[-1]
         sel.hosts()
         published = read_published(what, RegistrySettings())
-        with History() as history, pipeline.Run(sel) as run:
+        with History() as history, pipeline.Run(sel, _make(executor)) as run:
+            run.preflight()
             _start(history, run_id, now, playbook="", app=name, reference=published.reference,
                    index_digest=published.index_digest)
             reports = pipeline.verify(run, published, name)

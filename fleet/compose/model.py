@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from fleet.plain import from_plain, to_plain
+
 __all__ = ["Mount", "Healthcheck", "Logging", "Dependency", "NetworkAttachment", "Ulimit", "BuildSpec",
            "ServiceSpec", "NetworkSpec", "VolumeSpec", "DEFAULT_LOGGING", "SECRET_SUFFIXES", "is_secret_name"]
 
@@ -182,6 +184,17 @@ class ServiceSpec:
         device) changes it, so a deploy can tell "recreate" from "unchanged"."""
         return hashlib.sha256(json.dumps(_plain(asdict(self)), sort_keys=True).encode()).hexdigest()[:16]
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as JSON data (:func:`fleet.plain.to_plain`: mappings as ``[key,
+        value]`` pairs), what a device's job carries; :meth:`from_dict` reads it back equal."""
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ServiceSpec":
+        """The spec in :meth:`to_dict`'s output. Raises :class:`fleet.plain.PlainFormatError`
+        naming an unknown, missing or mistyped field."""
+        return from_plain(cls, data, "spec")
+
 
 @dataclass(frozen=True)
 class NetworkSpec:
@@ -196,6 +209,13 @@ class NetworkSpec:
     external: bool = False
     internal: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "NetworkSpec":
+        return from_plain(cls, data, "network")
+
 
 @dataclass(frozen=True)
 class VolumeSpec:
@@ -208,6 +228,13 @@ class VolumeSpec:
     driver_opts: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     external: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "VolumeSpec":
+        return from_plain(cls, data, "volume")
 
 
 #: Variable names that hold secrets (case-insensitive suffixes, and the bare words):

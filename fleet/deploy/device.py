@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Callable
 
 import tenacity
 
@@ -34,8 +35,8 @@ from fleet.compose import ensure_stack_objects
 from fleet.deploy import txn
 from fleet.deploy.container import LABEL, deployment_labels, parked_names, previous_of
 from fleet.deploy.decide import Decision, create_from, decide, pull_platform, space_needed, space_refusal
-from fleet.deploy.devicetxn import AppRecord, Outcome, settle_seconds, transaction_script
-from fleet.deploy.jobs import App, DeployOptions, DeviceJob, DeviceLink, Unit, report_for
+from fleet.deploy.devicetxn import LOCK_GRACE, AppRecord, Outcome, settle_seconds, transaction_script
+from fleet.deploy.jobs import App, AuthRef, DeployOptions, DeviceJob, DeviceLink, Unit, report_for
 from fleet.deploy.prune import prune_app
 from fleet.deploy.remote import TxnClient
 from fleet.deploy.view import DeviceView, observe
@@ -45,7 +46,10 @@ from fleet.results import DeviceReport, Result
 from fleet.ssh import SSHError
 from fleet.verify import check_container, check_image, crash_reason, verdict
 
-__all__ = ["deploy_device", "unit_report", "report_unattended", "stop_timeout_of"]
+if TYPE_CHECKING:
+    from fleet.engine import PullAuth
+
+__all__ = ["deploy_device", "unit_report", "report_unattended", "stop_timeout_of", "resolve_here", "Credentials"]
 
 
 def report_unattended(record: AppRecord | None, rep: DeviceReport) -> bool:
@@ -71,16 +75,35 @@ def unit_report(unit: Unit) -> dict:
             "pulled": None, "config_digest": None, "result": None, "reason": "", "checks": []}
 
 
+Credentials = Callable[[AuthRef], "PullAuth | None"]
+
+
+def resolve_here(ref: AuthRef) -> "PullAuth | None":
+    """``ref``'s credentials as this process finds them (its environment, the Docker config
+    it names or the default one); None: none (anonymous)."""
+    from fleet.engine import PullAuth
+    from fleet.registry import resolve_credentials
+
+    creds = resolve_credentials(SimpleNamespace(**ref.settings()), ref.registry)
+    return PullAuth(ref.registry, creds) if creds else None
+
+
 def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, link: DeviceLink, *,
-                  check_only: bool = False) -> DeviceReport:
+                  check_only: bool = False, credentials: Credentials | None = None) -> DeviceReport:
     """Steps 1-6 of the module docstring on one device; returns its report. Never raises for
     a device-side failure: the report says "failed", "refused", "rolled-back" or (with
-    ``check_only``) "would-deploy"/"would-keep"; an SSH failure is "unreachable"."""
+    ``check_only``) "would-deploy"/"would-keep"; an SSH failure is "unreachable".
+    ``credentials``: turns a unit's :class:`AuthRef` into the pull's credentials where this
+    runs (default :func:`resolve_here`).
+
+    The same job run again (a job delivered a second time after its worker stopped
+    mid-job) never swaps twice: when this deployment's transaction already ended on the
+    device its outcome is reported; when it still runs it is followed to its end."""
     t0 = time.monotonic()
     rep = report_for(job.host, job.plan)
     rep.services = [unit_report(u) for u in job.units]
     try:
-        _deploy(engine, job, app, options, rep, link, check_only)
+        _deploy(engine, job, app, options, rep, link, check_only, credentials or resolve_here)
     except Interrupted:
         rep.result = Result.INTERRUPTED
         rep.reason = ("interrupted (Ctrl-C): if its transaction had started, the device finishes it by itself "
@@ -94,7 +117,7 @@ def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptio
 
 
 def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, rep: DeviceReport,
-            link: DeviceLink, check_only: bool) -> None:
+            link: DeviceLink, check_only: bool, credentials: Credentials) -> None:
     views: dict[str, DeviceView] = {}
     decisions: dict[str, Decision] = {}
     for u in job.units:
@@ -104,6 +127,9 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
     rep.checks = [c.to_dict() for c in decisions[first.container].checks]
     unattended = report_unattended(job.record, rep)
     changed = [u for u in job.units if not decisions[u.container].keep]
+    if not changed and not check_only and _applied(views, job, options.deployment):
+        _already_applied(engine, job, options, rep, link, views)
+        return
     if not changed:
         for svc, u in zip(rep.services, job.units):
             v = views[u.container]
@@ -152,7 +178,8 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
         if decisions[u.container].pull:
             platform = pull_platform(e, u.plan.explicit_platform, u.plan.engine_platform)
             rep.actions.append(f"pull {e.pull_reference}" + (f" --platform {platform}" if platform else ""))
-            _pull(engine, e.pull_reference, platform, u.auth, options, rep)
+            _pull(engine, e.pull_reference, platform, credentials(u.auth) if u.auth is not None else None,
+                  options, rep)
         pulled = engine.image(e.pull_reference)
         checks = check_image(e, pulled, store)
         result, why = verdict(checks)
@@ -170,6 +197,32 @@ def _deploy(engine: Engine, job: DeviceJob, app: App, options: DeployOptions, re
     if not healthy:
         return
     _final(engine, job, options, rep, detail)
+
+
+def _applied(views: dict[str, DeviceView], job: DeviceJob, deployment: str) -> bool:
+    """Some unit already runs a container of ``deployment`` (deployment ids are unique per
+    run: only this same job, delivered again, can have made it)."""
+    return any(views[u.container].current is not None
+               and views[u.container].current.labels.get(LABEL["deployment"]) == deployment for u in job.units)
+
+
+def _already_applied(engine: Engine, job: DeviceJob, options: DeployOptions, rep: DeviceReport, link: DeviceLink,
+                     views: dict[str, DeviceView]) -> None:
+    """This deployment's transaction already swapped the device (an earlier delivery of
+    the job whose worker stopped before answering): report its outcome, verify, never swap
+    again."""
+    client = TxnClient(link.session, job.app, options.deployment, link.become, getattr(engine, "counters", None))
+    outcome = client.collect(1)
+    rep.actions.append(f"deployment {options.deployment} was already applied on the device by an earlier delivery "
+                       f"of this job" + (f" (device transaction: {outcome.outcome})" if outcome else "")
+                       + "; not applied again")
+    current = views[job.units[0].container].current
+    if current is not None:
+        rep.previous = {"deployment": current.labels.get(LABEL["previous_deployment"], ""),
+                        "index_digest": current.labels.get(LABEL["previous_index"], ""),
+                        "config_digest": current.labels.get(LABEL["previous_config"], ""),
+                        "image": current.labels.get(LABEL["previous_image"], ""), "status": ""}
+    _final(engine, job, options, rep, outcome.detail if outcome else "")
 
 
 def _final(engine: Engine, job: DeviceJob, options: DeployOptions, rep: DeviceReport, detail: str) -> None:
@@ -231,8 +284,26 @@ def _swap(engine: Engine, job: DeviceJob, changed: list[Unit], app: App, options
     deployment = options.deployment
     record = rep.actions.append
     members = _members(job, changed, options)
+    settle = settle_seconds(app.health, max(m.stop_timeout for m in members) * len(members))
     client = TxnClient(link.session, job.app, deployment, link.become, getattr(engine, "counters", None))
     lock = client.lock()
+    own = lock.uncollected if lock.uncollected is not None and lock.uncollected.deployment == deployment else None
+    if own is not None or (lock.state == "locked" and lock.holder == deployment):
+        # this job delivered again: its first delivery's transaction ended (or still runs)
+        # on the device; report (follow) that one, never start a second
+        if lock.state != "locked":
+            client.unlock()
+        record(f"the device-side transaction of deployment {deployment} was started by an earlier delivery of "
+               f"this job" + (f"; it ended {own.outcome}" if own else "; following it") + ": not started again")
+        outcome = own
+        if own is not None:
+            client.mark_collected()
+        deadline = time.monotonic() + settle + LOCK_GRACE
+        while outcome is None and time.monotonic() < deadline:
+            outcome = _collect(client, deadline, record)
+            if outcome is None:
+                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        return _settled(engine, job, changed, options, rep, outcome, settle)
     if lock.uncollected is not None and lock.uncollected.deployment:
         o = lock.uncollected
         if job.record is None or job.record.last != o.deployment:
@@ -274,7 +345,6 @@ def _swap(engine: Engine, job: DeviceJob, changed: list[Unit], app: App, options
 
     checked = [u.container for u in changed if u.checked]
     script = transaction_script(members, deployment, app.health, options.stop_timeout, checked)
-    settle = settle_seconds(app.health, max(m.stop_timeout for m in members) * len(members))
     started = time.monotonic()
     try:
         outcome = client.launch(script, settle, on_status)
@@ -283,6 +353,13 @@ def _swap(engine: Engine, job: DeviceJob, changed: list[Unit], app: App, options
         outcome = _collect(client, started + settle, record)
     if outcome is None:
         outcome = _collect(client, started + settle, record)
+    return _settled(engine, job, changed, options, rep, outcome, settle)
+
+
+def _settled(engine: Engine, job: DeviceJob, changed: list[Unit], options: DeployOptions, rep: DeviceReport,
+             outcome: Outcome | None, settle: int) -> tuple[bool, str]:
+    """What the device-side transaction's ``outcome`` means for ``rep`` (see :func:`_swap`)."""
+    record = rep.actions.append
     if outcome is None:
         rep.result = Result.FAILED
         rep.reason = (f"the device-side transaction of {job.app} gave no outcome within {settle} s; the device "

@@ -30,7 +30,7 @@ import math
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from fleet.deploy.txn import Members, Op, commit_ops, members, rollback_ops, swap_ops
 from fleet.labels import STATE_DIR
@@ -404,6 +404,19 @@ class AppRecord:
     def uncollected(self) -> bool:
         """A transaction ended while no controller followed it, and none read it since."""
         return self.last is not None and self.last != self.collected
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "lock": self.lock, "last": self.last, "outcome": self.outcome,
+                "collected": self.collected}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "AppRecord":
+        """From :meth:`to_dict`'s output; ValueError when it is not one."""
+        keys = ("name", "lock", "last", "outcome", "collected")
+        if not isinstance(data, dict) or set(data) != set(keys) or not isinstance(data["name"], str) \
+                or not all(data[k] is None or isinstance(data[k], str) for k in keys):
+            raise ValueError(f"app record: not an app record: {str(data)[:200]}")
+        return cls(*(data[k] for k in keys))
 
 
 def parse_app_records(text: str | None) -> dict[str, AppRecord]:

@@ -31,6 +31,7 @@ CeleryExecutor`` works; importing this package does not load Celery).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fleet.executor.errors import (
@@ -46,7 +47,8 @@ from fleet.executor.errors import (
 from fleet.executor.handlers import WorkerContext, call_handler, handler_for, kinds, register
 from fleet.executor.local import Executor, LocalExecutor, WorkOutcome
 from fleet.executor.signing import Signing
-from fleet.executor.work import SITE_VAR, DeviceWork, WorkFormatError, connection_vars, queue_for, site_of, work_for
+from fleet.executor.work import (DEFAULT_MAX_DEADLINE, SITE_VAR, DeviceWork, WorkFormatError, connection_vars,
+                                 queue_for, site_of, work_for)
 
 if TYPE_CHECKING:
     from fleet.connections import Connections
@@ -56,6 +58,7 @@ __all__ = [
     "DeviceWork", "WorkFormatError", "SITE_VAR", "connection_vars", "site_of", "work_for", "queue_for",
     "register", "handler_for", "kinds", "WorkerContext", "call_handler",
     "Executor", "LocalExecutor", "WorkOutcome", "CeleryExecutor", "Signing", "executor_from_options",
+    "ExecutorOptions", "DEFAULT_MAX_DEADLINE",
     "BrokerUnavailable", "SigningError", "NoWorkerAnswered", "JobLost", "JobRefused", "DeadlineReached",
     "RemoteError", "RemoteSSHError", "EXECUTORS",
 ]
@@ -70,6 +73,29 @@ def __getattr__(name: str) -> Any:
 
         return CeleryExecutor
     raise AttributeError(f"module 'fleet.executor' has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """A fan-out command's executor options, as given (``--executor``, ``--broker``,
+    ``--result-backend``, ``--local-fallback``, ``--key``/``--cert``/``--cert-store``,
+    ``--max-deadline``); :meth:`make` builds the executor for a run's connections."""
+
+    executor: str = "local"
+    broker: str | None = None
+    result_backend: str | None = None
+    local_fallback: bool = False
+    key: str | None = None
+    cert: str | None = None
+    cert_store: str | None = None
+    max_deadline: float = DEFAULT_MAX_DEADLINE
+
+    def make(self, connections: "Connections") -> Executor:
+        """The executor (:func:`executor_from_options`). Raises UsageError/SigningError."""
+        extra = {"max_deadline": self.max_deadline} if self.executor == "celery" else {}
+        return executor_from_options(self.executor, self.broker, self.local_fallback, connections=connections,
+                                     result_backend=self.result_backend, key=self.key, cert=self.cert,
+                                     cert_store=self.cert_store, **extra)
 
 
 def executor_from_options(executor: str, broker: str | None, local_fallback: bool, *,

@@ -36,7 +36,7 @@ from fleet.executor.errors import BrokerUnavailable, JobLost, NoWorkerAnswered, 
 from fleet.executor.handlers import handler_for
 from fleet.executor.jobs import make_envelope, read_result
 from fleet.executor.local import LocalExecutor, WorkOutcome
-from fleet.executor.work import DeviceWork, queue_for
+from fleet.executor.work import DEFAULT_MAX_DEADLINE, DeviceWork, queue_for
 from fleet.fanout import DEFAULT_FORKS, Interrupted, Outcome
 from fleet.log import logger
 
@@ -68,8 +68,10 @@ class CeleryExecutor:
     ``key``/``cert``/``cert_store`` or ``FLEET_CELERY_*``); ``local_fallback``: devices
     without ``fleet_site`` run here through ``connections`` instead of being refused;
     ``poll_interval``: seconds between result polls; ``grace``: seconds waited past a
-    deadline for a result already on its way; ``abort_wait``: seconds waited after Ctrl-C.
-    Raises UsageError/SigningError (exit 2) for a bad URL or identity.
+    deadline for a result already on its way; ``abort_wait``: seconds waited after Ctrl-C;
+    ``max_deadline``: the longest job deadline the site workers accept (their
+    ``--max-deadline``): a longer one is a usage error here rather than a refusal at the
+    site. Raises UsageError/SigningError (exit 2) for a bad URL or identity.
     """
 
     name = "celery"
@@ -77,7 +79,8 @@ class CeleryExecutor:
     def __init__(self, broker: str, *, result_backend: str | None = None, signing: Signing | None = None,
                  key: str | None = None, cert: str | None = None, cert_store: str | None = None,
                  local_fallback: bool = False, connections: "Connections | None" = None,
-                 poll_interval: float = 0.1, grace: float = 2.0, abort_wait: float = 5.0):
+                 poll_interval: float = 0.1, grace: float = 2.0, abort_wait: float = 5.0,
+                 max_deadline: float = DEFAULT_MAX_DEADLINE):
         self.broker = check_broker_url(broker)
         self.result_backend = result_backend_for(self.broker, result_backend)
         self.signing = signing or Signing.from_options(key, cert, cert_store)
@@ -88,6 +91,7 @@ class CeleryExecutor:
         self.poll_interval = poll_interval
         self.grace = grace
         self.abort_wait = abort_wait
+        self.max_deadline = float(max_deadline)
         self._app: Any = None
         self._lock = threading.Lock()
 
@@ -116,6 +120,24 @@ class CeleryExecutor:
         works = list(works)
         if not works:
             return []
+        self._refuse(works)
+        if any(w.site is not None for w in works):
+            self.check()
+        return _Run(self, works, forks, label, on_interrupt, graceful, on_done).run()
+
+    def preflight(self, works: Sequence[DeviceWork]) -> None:
+        """What :meth:`map` checks before sending anything, for a command to run first:
+        every device has a site (or ``local_fallback``), and the broker and result backend
+        answer. Raises UsageError or :class:`BrokerUnavailable`."""
+        works = list(works)
+        self._refuse(works)
+        if any(w.site is not None for w in works):
+            self.check()
+
+    def _refuse(self, works: list[DeviceWork]) -> None:
+        """UsageError for work that must not be sent: an unknown kind, a device without a
+        site (unless ``local_fallback``), secret values in a job, a deadline the site
+        workers would refuse."""
         for kind in {w.kind for w in works}:
             handler_for(kind)  # the same fleet runs at the sites: an unknown kind is a mistake here
         siteless = [w.host for w in works if w.site is None]
@@ -125,9 +147,18 @@ class CeleryExecutor:
             raise UsageError(f"{', '.join(siteless[:5])}{more}: no fleet_site in the inventory, so no site worker "
                              f"can reach {them}; set fleet_site, or run with --local-fallback (or --executor local) "
                              f"to work on {them} from this machine")
-        if len(siteless) < len(works):
-            self.check()
-        return _Run(self, works, forks, label, on_interrupt, graceful, on_done).run()
+        for w in works:
+            if w.secrets and w.site is not None:
+                raise UsageError(
+                    f"{w.host}: its {w.kind} job would carry secret values ({', '.join(w.secrets[:8])}) through the "
+                    f"broker, where jobs are signed but not encrypted; site workers get references, never secret "
+                    f"material: provide them on the device (a file mounted into the container, e.g. under "
+                    f"/run/secrets) or run with --executor local (docs/sites.md, 'Secrets of the app')")
+            if w.site is not None and w.deadline > self.max_deadline:
+                raise UsageError(
+                    f"{w.host}: its {w.kind} job may take up to {w.deadline:g} s, more than the site workers "
+                    f"accept (--max-deadline {self.max_deadline:g} s): give the workers and this command a larger "
+                    f"--max-deadline (the same on every worker of the broker)")
 
 
 class _Run:

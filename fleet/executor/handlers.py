@@ -25,6 +25,8 @@ or Docker config (the job names where they are, never what they are).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -39,7 +41,8 @@ if TYPE_CHECKING:
     from fleet.registry import Credentials
     from fleet.ssh import Session, SSHSettings, Target
 
-__all__ = ["Handler", "register", "handler_for", "kinds", "WorkerContext", "call_handler", "one_host_connections"]
+__all__ = ["Handler", "register", "handler_for", "kinds", "WorkerContext", "call_handler", "one_host_connections",
+           "CredentialsCache"]
 
 Handler = Callable[[DeviceWork, "WorkerContext"], dict]
 
@@ -47,7 +50,8 @@ _HANDLERS: dict[str, Handler] = {}
 _LOCK = threading.Lock()
 # Modules that register fleet's own handlers, imported on first lookup (kept out of the
 # import of fleet.executor itself: the probe imports paramiko and the engine client).
-_BUILTIN_MODULES = ("fleet.executor.probe", "fleet.executor.noop")
+_BUILTIN_MODULES = ("fleet.executor.probe", "fleet.executor.noop", "fleet.executor.handlers_deploy",
+                    "fleet.executor.handlers_inspect")
 _builtins_loaded = False
 
 
@@ -121,7 +125,8 @@ class WorkerContext:
     """
 
     def __init__(self, work: DeviceWork, connections: "Connections", *, worker: str = "local",
-                 site: str | None = None, deadline_at: float | None = None):
+                 site: str | None = None, deadline_at: float | None = None,
+                 credentials_cache: "CredentialsCache | None" = None):
         self.work = work
         self.worker = worker
         self.site = site
@@ -129,6 +134,7 @@ class WorkerContext:
         self.started = time.monotonic()
         self.deadline_at = self.started + work.deadline if deadline_at is None else deadline_at
         self.expired = False
+        self.credentials_cache = credentials_cache
 
     @property
     def host(self) -> str:
@@ -177,14 +183,94 @@ class WorkerContext:
         from fleet.registry import resolve_credentials
 
         s = dict(settings or {})
-        return resolve_credentials(SimpleNamespace(username_env=s.get("username_env"),
-                                                   password_env=s.get("password_env"),
-                                                   docker_config=s.get("docker_config")), registry)
+        key = (registry, s.get("username_env"), s.get("password_env"), s.get("docker_config"))
+
+        def resolve() -> "Credentials | None":
+            return resolve_credentials(SimpleNamespace(username_env=key[1], password_env=key[2],
+                                                       docker_config=key[3]), registry)
+
+        if self.credentials_cache is None:
+            return resolve()
+        return self.credentials_cache.get(key, resolve)
 
     def abort(self) -> None:
         """Close the device's session now: work blocked on it returns with an error."""
         self.expired = True
         self.connections.close(self.work.host)
+
+
+class CredentialsCache:
+    """Credentials resolved once per run and reused by every device's work (thread-safe):
+    a Docker credential helper is a process per lookup. The local executor keeps one per
+    run; a site worker resolves them per job (its environment may change between runs)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, resolve: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._known:
+                return self._known[key]
+        value = resolve()  # outside the lock: a helper may take a while; a race resolves twice
+        with self._lock:
+            return self._known.setdefault(key, value)
+
+
+class _Watchdog:
+    """One thread that closes the sessions of work still running at its deadline
+    (:meth:`WorkerContext.abort`), for every work item of the process: a timer thread per
+    item would cost a thread start per device. Entries of finished work are dropped when
+    they reach the top of the heap, or all at once when they outnumber the live ones."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, WorkerContext]] = []
+        self._done: set[int] = set()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, when: float, ctx: WorkerContext) -> int:
+        """Abort ``ctx`` at ``when`` (``time.monotonic()``) unless disarmed first."""
+        with self._cond:
+            token = next(self._seq)
+            heapq.heappush(self._heap, (when, token, ctx))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="fleet-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._cond.notify()
+            return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._done.add(token)
+            if len(self._done) > 256 and 2 * len(self._done) > len(self._heap):
+                self._heap = [e for e in self._heap if e[1] not in self._done]
+                heapq.heapify(self._heap)
+                self._done.clear()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    while self._heap and self._heap[0][1] in self._done:
+                        self._done.discard(heapq.heappop(self._heap)[1])
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    left = self._heap[0][0] - time.monotonic()
+                    if left <= 0:
+                        _, _, ctx = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(left)
+            try:
+                ctx.abort()  # outside the lock: closing a session may take a moment
+            except Exception:  # never let one abort stop the others
+                pass
+
+
+_WATCHDOG = _Watchdog()
 
 
 def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None) -> dict:
@@ -198,9 +284,7 @@ def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None
     left = ctx.remaining()
     if left <= 0:
         raise DeadlineReached(work.host, work.deadline, "before the work started")
-    timer = threading.Timer(left, ctx.abort)
-    timer.daemon = True
-    timer.start()
+    token = _WATCHDOG.arm(time.monotonic() + left, ctx)
     try:
         result = fn(work, ctx)
     except Exception as exc:
@@ -210,7 +294,7 @@ def call_handler(work: DeviceWork, ctx: WorkerContext, fn: Handler | None = None
             raise DeadlineReached(work.host, work.deadline, classify(exc)[1]) from None
         raise
     finally:
-        timer.cancel()
+        _WATCHDOG.disarm(token)
     if ctx.expired:
         raise DeadlineReached(work.host, work.deadline)
     if not isinstance(result, dict):

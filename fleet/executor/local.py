@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from fleet.executor.handlers import WorkerContext, call_handler, handler_for
+from fleet.executor.handlers import CredentialsCache, WorkerContext, call_handler, handler_for
 from fleet.executor.work import DeviceWork
 from fleet.fanout import DEFAULT_FORKS, Outcome, run_each
 
@@ -42,7 +42,13 @@ class Executor(Protocol):
     :class:`fleet.errors.UsageError` before running anything for a work item it cannot
     run (unknown kind, no site where one is needed) and
     :class:`fleet.executor.errors.BrokerUnavailable` when its broker is down.
+
+    ``preflight(works)``: the same checks, run before anything else of a command (before
+    its history row or report exists): UsageError or BrokerUnavailable, nothing sent.
     """
+
+    def preflight(self, works: Sequence[DeviceWork]) -> None:
+        ...
 
     def map(self, works: Sequence[DeviceWork], *, forks: int = DEFAULT_FORKS, label: str = "",
             on_interrupt: Callable[[], None] | None = None, graceful: bool = False,
@@ -61,6 +67,12 @@ class LocalExecutor:
 
     def __init__(self, connections: "Connections"):
         self.connections = connections
+        self.credentials = CredentialsCache()
+
+    def preflight(self, works: Sequence[DeviceWork]) -> None:
+        """Nothing to check before a run on this machine (see :meth:`CeleryExecutor.preflight`)."""
+        for kind in {w.kind for w in works}:
+            handler_for(kind)
 
     def map(self, works: Sequence[DeviceWork], *, forks: int = DEFAULT_FORKS, label: str = "",
             on_interrupt: Callable[[], None] | None = None, graceful: bool = False,
@@ -94,5 +106,5 @@ class LocalExecutor:
 
     def call(self, work: DeviceWork, fn=None) -> dict:
         """Run one item's handler here, now (under its deadline); its result or error."""
-        ctx = WorkerContext(work, self.connections, worker="local", site=None)
+        ctx = WorkerContext(work, self.connections, worker="local", site=None, credentials_cache=self.credentials)
         return call_handler(work, ctx, fn)

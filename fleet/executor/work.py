@@ -24,6 +24,7 @@ and ``-``): its devices are worked on by the workers consuming the broker queue
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "SITE_VAR",
     "CONNECTION_VARS",
     "MAX_DEADLINE",
+    "DEFAULT_MAX_DEADLINE",
     "connection_vars",
     "site_of",
     "work_for",
@@ -61,6 +63,9 @@ CONNECTION_VARS = frozenset({
 
 #: Longest deadline a work item may have (seconds): one day.
 MAX_DEADLINE = 86400.0
+#: Longest job deadline site workers accept unless told otherwise (``--max-deadline``, of
+#: the workers and of the controller).
+DEFAULT_MAX_DEADLINE = 3600.0
 
 # A name that says it holds a secret: never sent, whatever its prefix. Names ending in
 # _env/_file/_path/_command/_helper name WHERE a secret is (a reference), which is fine.
@@ -77,6 +82,7 @@ class WorkFormatError(FleetError):
     """A work item that is not well-formed (a worker receiving one refuses it)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_name(name: str) -> bool:
     """True when variable or payload key ``name`` looks like it holds secret material
     (``*password``, ``*_token``, ``*secret``...), unless it is a reference to one
@@ -133,7 +139,12 @@ class DeviceWork:
     own JSON arguments (keys that look secret, e.g. ``password``, are refused: send
     ``password_env``, the name of the variable holding it at the site); ``deadline``:
     seconds the controller waits for the result, counted from sending (0 < deadline <=
-    :data:`MAX_DEADLINE`). Raises :class:`WorkFormatError` for anything else.
+    :data:`MAX_DEADLINE`); ``secrets``: names of secret values the payload's DATA holds
+    (a container variable ``DB_PASSWORD`` of the app the job deploys: data, encoded so that
+    its name is not a key, see :mod:`fleet.plain`); not part of :meth:`to_dict`: an
+    executor that sends work off this machine refuses an item that has any (a usage
+    error naming the host and the names), the local executor runs it. Raises
+    :class:`WorkFormatError` for anything else.
     """
 
     kind: str
@@ -142,6 +153,7 @@ class DeviceWork:
     connection: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     payload: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     deadline: float = 300.0
+    secrets: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not _KIND_RE.match(self.kind):
@@ -168,6 +180,8 @@ class DeviceWork:
         _refuse_secret_keys(payload, f"{self.host}: payload")
         object.__setattr__(self, "payload", payload)
         object.__setattr__(self, "deadline", float(self.deadline))
+        if not isinstance(self.secrets, tuple) or not all(isinstance(n, str) for n in self.secrets):
+            raise WorkFormatError(f"{self.host}: secrets must be a tuple of names")
         if len(json.dumps(self.to_dict())) > _MAX_JSON:
             raise WorkFormatError(f"{self.host}: work item larger than {_MAX_JSON // 1024} KiB")
 
@@ -234,12 +248,14 @@ def site_of(host: Any) -> str | None:
                            f"host {host.name!r}: {SITE_VAR}")
 
 
-def work_for(host: Any, kind: str, payload: Mapping[str, Any] | None = None, deadline: float = 300.0) -> DeviceWork:
+def work_for(host: Any, kind: str, payload: Mapping[str, Any] | None = None, deadline: float = 300.0,
+             secrets: tuple[str, ...] | list[str] = ()) -> DeviceWork:
     """The work item ``kind`` for inventory ``host``: its site, its connection variables,
-    ``payload`` and ``deadline`` seconds. Raises UsageError (exit 2) naming the host for a
-    bad ``fleet_site``, a templated connection variable or a malformed payload."""
+    ``payload``, ``deadline`` seconds and the names of the ``secrets`` its payload holds.
+    Raises UsageError (exit 2) naming the host for a bad ``fleet_site``, a templated
+    connection variable or a malformed payload."""
     try:
         return DeviceWork(kind=kind, host=host.name, site=site_of(host), connection=connection_vars(host),
-                          payload=dict(payload or {}), deadline=deadline)
+                          payload=dict(payload or {}), deadline=deadline, secrets=tuple(secrets))
     except WorkFormatError as e:
         raise UsageError(str(e)) from None

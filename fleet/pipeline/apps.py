@@ -13,13 +13,12 @@ from typing import Any, Callable, Sequence
 
 from fleet.compose import ResolvedStack, resolve_fleet
 from fleet.deploy.devicetxn import parse_app_records
-from fleet.deploy.jobs import DeviceJob, Unit
-from fleet.engine import PullAuth
+from fleet.deploy.jobs import AuthRef, DeviceJob, Unit
 from fleet.errors import FleetError
 from fleet.pipeline.stages import Probed, Run, plan, publish
 from fleet.plan import DevicePlan, Plan, plan_devices
 from fleet.playbook import BuildSource, Playbook, RegistrySettings
-from fleet.publish import PublishResult, read_published, registry_credentials
+from fleet.publish import PublishResult, read_published
 from fleet.registry import Reference
 from fleet.verify import UNPUBLISHED, Expected
 
@@ -153,12 +152,15 @@ def publish_app(run: Run | None, planned: Planned, log: Callable[[str], None], *
             img.published = done[img.reference]
 
 
-def auth_for(playbook: Playbook, repository: str) -> PullAuth | None:
-    """Credentials devices pull ``repository`` with (the playbook's registry settings for
-    its own registry), or None: the device's own."""
+def auth_for(playbook: Playbook, repository: str) -> AuthRef:
+    """Where the credentials devices pull ``repository`` with are found: the playbook's
+    ``registry:`` settings (variable names, a Docker config path; the default Docker config
+    when it names none), resolved where the device's work runs. Without any there, the
+    device pulls with its own (anonymous, or its engine's login)."""
     registry = Reference.parse(repository).registry
-    creds = registry_credentials(playbook.registry, registry)
-    return PullAuth(registry, creds) if creds else None
+    s = playbook.registry
+    return AuthRef(registry, s.username_env, s.password_env,
+                   str(s.docker_config) if s.docker_config is not None else None)
 
 
 def device_jobs(playbook: Playbook, planned: Planned, probed: Sequence[Probed], *,
@@ -166,7 +168,7 @@ def device_jobs(playbook: Playbook, planned: Planned, probed: Sequence[Probed], 
     """Per reachable device its :class:`DeviceJob`: one unit per image of the app, with the
     entry planned for the device in that image's (published) index."""
     name = app_name(playbook)
-    auths: dict[str, PullAuth | None] = {}
+    auths: dict[str, AuthRef | None] = {}
     jobs: dict[str, DeviceJob] = {}
     for p in probed:
         if p.facts is None:

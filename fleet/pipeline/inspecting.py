@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.compose import ServiceSpec
-from fleet.deploy import DeviceJob, DeviceLink, Unit, report_for, verify_device
+from fleet.deploy import DeviceJob, Unit, report_for
 from fleet.deploy.devicetxn import parse_app_records
-from fleet.deploy.prune import prune_app
-from fleet.fanout import run_each
+from fleet.deploy.jobs import verify_deadline
+from fleet.executor import RemoteError
+from fleet.executor.handlers_deploy import verify_payload
 from fleet.history import History
 from fleet.labels import LABEL
 from fleet.pipeline.apps import AppImage, Planned, app_images, app_name, containers, device_jobs, resolve_stacks
-from fleet.pipeline.stages import Run, costed, probe
+from fleet.pipeline.rollouts import INSPECT_WORK
+from fleet.pipeline.stages import Run, probe, where
 from fleet.plan import Plan, plan_devices
 from fleet.playbook import Playbook, RegistrySettings
 from fleet.publish import PublishResult, read_published
@@ -23,11 +25,11 @@ from fleet.registry import Reference
 from fleet.results import DeviceReport, Result
 from fleet.verify import Expected
 
-__all__ = ["verify", "verify_app", "status", "StatusRow", "prune", "PruneRow"]
+__all__ = ["verify", "verify_app", "status", "StatusRow", "prune", "PruneRow", "PRUNE_WORK"]
 
-
-def _link(run: Run, host: str) -> DeviceLink:
-    return DeviceLink(lambda: run.connections.session(host), run.connections.target(host).become)
+#: Seconds removing a device's old images may take (besides opening the session): an SD
+#: card deletes layers slowly.
+PRUNE_WORK = 600.0
 
 
 def verify(run: Run, published: PublishResult, name: str, *, log_tail: int = 10) -> list[DeviceReport]:
@@ -88,18 +90,25 @@ def _verify_jobs(run: Run, probed, jobs: dict[str, DeviceJob], plans: dict, log_
             rep.result, rep.reason = Result.FAILED, (dp.error if dp is not None and dp.error else
                                                      "no entry of the index fits this device")
 
-    def one(job: DeviceJob) -> DeviceReport:
-        engine = run.connections.engine(job.host)
-        return costed(engine, lambda: verify_device(engine, reports[job.host], job, log_tail=log_tail,
-                                                    link=_link(run, job.host)))
-
-    for o in run_each(list(jobs.values()), one, run.selection.forks, "verifying", on_interrupt=run.connections.abort):
-        if not o.ok:
-            rep = reports[o.item.host]
-            if o.interrupted:
-                rep.result, rep.reason = Result.INTERRUPTED, o.error.reason
-            else:
-                rep.fail(o.error)
+    for p in probed:
+        reports[p.host].worker, reports[p.host].site = p.worker, p.site
+    works = [run.work(job.host, "verify", verify_payload(job, log_tail), verify_deadline(job, run.connect_seconds()))
+             for job in jobs.values()]
+    run.executor.preflight(works)
+    for o in run.map(works, "verifying"):
+        host = o.item.host
+        rep = reports[host]
+        worker, site = where(o)
+        if o.ok and isinstance(o.value, dict):
+            try:
+                rep = reports[host] = DeviceReport.from_dict(o.value)
+            except ValueError as e:  # a worker of another fleet version: its answer is not used
+                rep.fail(RemoteError(f"unreadable report from worker {worker or '?'}: {e}"))
+        elif o.interrupted:
+            rep.result, rep.reason = Result.INTERRUPTED, o.error.reason
+        else:
+            rep.fail(o.error)
+        rep.worker, rep.site = worker, site
     return [reports[p.host] for p in probed]
 
 
@@ -121,6 +130,8 @@ class StatusRow:
     intended_deployment: str | None = None
     intended_index: str | None = None
     intended_kind: str | None = None
+    worker: str | None = None
+    site: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -131,19 +142,20 @@ def status(run: Run, playbook: Playbook, history: History) -> list[StatusRow]:
     rollback of the playbook's app intended (the history); changes nothing."""
     name = app_name(playbook)
     first = containers(playbook)[0]
-    hosts = run.hosts()
+    works = [run.work(h, "inspect", {"containers": [first]}, run.connect_seconds() + INSPECT_WORK)
+             for h in run.hosts()]
 
-    def one(host: str) -> StatusRow:
-        c = run.connections.engine(host).container(first)
+    def row_of(host: str, c: dict[str, Any] | None) -> StatusRow:
         want = history.intended(name, host)
         row = StatusRow(host, "", intended_deployment=want["id"] if want else None,
                         intended_index=want["index_digest"] if want else None,
                         intended_kind=want["kind"] if want else None)
         if c is not None:
-            row.deployment = c.labels.get(LABEL["deployment"])
-            row.index_digest = c.labels.get(LABEL["index"])
-            row.config_digest = c.labels.get(LABEL["config"]) or c.image_id
-            row.running = c.running and not c.restarting
+            labels = c["labels"]
+            row.deployment = labels.get(LABEL["deployment"])
+            row.index_digest = labels.get(LABEL["index"])
+            row.config_digest = labels.get(LABEL["config"]) or c["image_id"]
+            row.running = bool(c["running"]) and not c["restarting"]
         if want is None:
             row.state = "no rollout recorded"
         elif c is None:
@@ -158,26 +170,35 @@ def status(run: Run, playbook: Playbook, history: History) -> list[StatusRow]:
             row.detail = (f"runs deployment {row.deployment or '?'}, the last {want['kind']} "
                           f"({want['id']}, ended {want['result']}) intended {intended}")
         elif not row.running:
-            row.state, row.detail = "not running", f"{c.status}, exit code {c.exit_code}"
+            row.state, row.detail = "not running", f"{c['status']}, exit code {c['exit_code']}"
         else:
             row.state = "as intended"
         return row
 
     rows = []
-    for o in run_each(hosts, one, run.selection.forks, "reading", on_interrupt=run.connections.abort):
-        rows.append(o.value if o.ok else StatusRow(o.item, "unreachable" if not o.interrupted else "interrupted",
-                                                   str(getattr(o.error, "reason", None) or o.error)))
+    for o in run.map(works, "reading"):
+        host = o.item.host
+        if o.ok:
+            row = row_of(host, ((o.value or {}).get("containers") or {}).get(first))
+        else:
+            row = StatusRow(host, "unreachable" if not o.interrupted else "interrupted",
+                            str(getattr(o.error, "reason", None) or o.error))
+        row.worker, row.site = where(o)
+        rows.append(row)
     return rows
 
 
 @dataclass
 class PruneRow:
-    """One device in ``fleet prune``: ``removed`` and ``refused`` image IDs, ``error``."""
+    """One device in ``fleet prune``: ``removed`` and ``refused`` image IDs, ``error``,
+    ``worker``/``site`` (who did it)."""
 
     host: str
     removed: list[str]
     refused: list[str]
     error: str | None = None
+    worker: str | None = None
+    site: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -187,22 +208,16 @@ def prune(run: Run, playbook: Playbook) -> list[PruneRow]:
     """``fleet prune``: on every selected device, remove the images of the app's
     repository older than the previous release (``rollout.keep_images``)."""
     keep = playbook.rollout.keep_images
-    pairs = [(Reference.parse(img.reference).name, container)
+    pairs = [[Reference.parse(img.reference).name, container]
              for img, container in zip(app_images(playbook), containers(playbook))]
-
-    def one(host: str) -> PruneRow:
-        engine = run.connections.engine(host)
-        removed: list[str] = []
-        refused: list[str] = []
-        for repository, container in pairs:
-            c = engine.container(container)
-            keep_ids = {c.image_id, c.labels.get(LABEL["previous_config"], "")} if c is not None else set()
-            gone, kept = prune_app(engine, repository, keep_ids, keep)
-            removed += gone
-            refused += kept
-        return PruneRow(host, removed, refused)
-
+    works = [run.work(h, "prune", {"pairs": pairs, "keep": keep}, run.connect_seconds() + PRUNE_WORK)
+             for h in run.hosts()]
     rows = []
-    for o in run_each(run.hosts(), one, run.selection.forks, "pruning", on_interrupt=run.connections.abort):
-        rows.append(o.value if o.ok else PruneRow(o.item, [], [], str(getattr(o.error, "reason", None) or o.error)))
+    for o in run.map(works, "pruning"):
+        if o.ok and isinstance(o.value, dict):
+            row = PruneRow(o.item.host, list(o.value.get("removed") or []), list(o.value.get("refused") or []))
+        else:
+            row = PruneRow(o.item.host, [], [], str(getattr(o.error, "reason", None) or o.error))
+        row.worker, row.site = where(o)
+        rows.append(row)
     return rows

@@ -23,16 +23,17 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from fleet.compose import resolve_fleet
-from fleet.deploy import App, DeployOptions, DeviceJob, DeviceLink, Unit, deploy_device, report_for
-from fleet.engine import PullAuth
+from fleet.deploy import App, DeployOptions, DeviceJob, Unit, report_for
+from fleet.deploy.jobs import AuthRef, deploy_deadline, deploy_hooks
 from fleet.errors import FleetError, UsageError
-from fleet.fanout import run_each
+from fleet.executor import DeviceWork, RemoteError
+from fleet.executor.handlers_deploy import deploy_payload
 from fleet.history import History
 from fleet.labels import LABEL
 from fleet.output import progress_line
 from fleet.pipeline.apps import AppImage, Planned, app_images, app_name, auth_for, device_jobs, plan_app, \
     publish_app, stack_job
-from fleet.pipeline.stages import Probed, Run, costed, probe
+from fleet.pipeline.stages import Probed, Run, probe, where
 from fleet.plan import DevicePlan, Plan, plan_devices
 from fleet.playbook import Playbook, RegistrySettings
 from fleet.publish import PublishResult, read_published
@@ -41,7 +42,10 @@ from fleet.results import DeviceReport, Result, summary_line
 from fleet.rollout import RolloutSpec, batches, threshold_crossed
 from fleet.verify import Expected
 
-__all__ = ["DeployRun", "deploy", "rollback"]
+__all__ = ["DeployRun", "deploy", "rollback", "INSPECT_WORK"]
+
+#: Seconds reading a device's containers may take (besides opening the session).
+INSPECT_WORK = 120.0
 
 
 def _now() -> str:
@@ -119,11 +123,18 @@ class DeployRun:
 
 
 def _row(o, host: str, plan_: DevicePlan | None, aborted: bool = False) -> DeviceReport:
-    """The report of a fan-out outcome (its value, or its error classified by type). With
-    ``aborted`` (a second Ctrl-C closed every session), a device that failed is reported
-    interrupted: its failure is the closed link, and its transaction goes on by itself."""
-    if o.ok and o.value is not None:
-        rep = o.value
+    """The report of an executor's outcome (the handler's report, or its error classified
+    by type), naming the worker and site that ran it. With ``aborted`` (a second Ctrl-C
+    closed every session), a device that failed is reported interrupted: its failure is
+    the closed link, and its transaction goes on by itself."""
+    worker, site = where(o)
+    if o.ok and isinstance(o.value, dict):
+        try:
+            rep = DeviceReport.from_dict(o.value)
+        except ValueError as e:  # a worker of another fleet version: its answer is not used
+            rep = report_for(host, plan_)
+            rep.fail(RemoteError(f"unreadable report from worker {worker or '?'}: {e}"))
+        rep.worker, rep.site = worker, site
         if aborted and rep.result in (Result.FAILED, Result.UNREACHABLE):
             rep.result = Result.INTERRUPTED
             rep.reason = (f"interrupted (Ctrl-C) while at work ({rep.reason}); if its transaction had started, "
@@ -131,11 +142,21 @@ def _row(o, host: str, plan_: DevicePlan | None, aborted: bool = False) -> Devic
         return rep
     rep = report_for(host, plan_)
     rep.seconds = round(o.seconds, 1)
+    rep.worker, rep.site = worker, site
     if o.interrupted:
         rep.result, rep.reason = Result.INTERRUPTED, o.error.reason
     else:
         rep.fail(o.error)
     return rep
+
+
+def _deploy_work(run: Run, job: DeviceJob, app: App, options: DeployOptions, *, check: bool = False,
+                 kind: str = "deploy") -> DeviceWork:
+    """The work item of one device's deploy (or rollback): its job, with the deadline what
+    the job may take (:func:`fleet.deploy.jobs.deploy_deadline`)."""
+    return run.work(job.host, kind, deploy_payload(job, app, options, check),
+                    deploy_deadline(job, app, options, check_only=check, connect=run.connect_seconds()),
+                    job.secret_names())
 
 
 class _Rollout:
@@ -149,7 +170,11 @@ class _Rollout:
         self.history, self.on_done, self.label = history, on_done, label
 
     def go(self, order: Sequence[str], jobs: dict[str, DeviceJob], preset: dict[str, DeviceReport],
-           work: Callable[[DeviceJob], DeviceReport], graceful: bool = True) -> dict[str, DeviceReport]:
+           work: Callable[[DeviceJob], DeviceWork], graceful: bool = True) -> dict[str, DeviceReport]:
+        works = {h: work(jobs[h]) for h in order if h in jobs}
+        # every device's job is checked before the first batch: what the executor would
+        # refuse (a secret, a deadline) must not stop the rollout half way
+        self.run.executor.preflight(list(works.values()))
         groups = batches(list(order), self.spec.batches)
         self.out.batches = [list(g) for g in groups]
         reports: dict[str, DeviceReport] = {}
@@ -165,17 +190,16 @@ class _Rollout:
             if n > 1 and self.spec.pause:
                 progress_line(f"batch {n - 1} done; pausing {self.spec.pause:g} s before batch {n} of {len(groups)}")
                 time.sleep(self.spec.pause)
-            todo = [jobs[h] for h in hosts if h in jobs]
+            todo = [works[h] for h in hosts if h in works]
             batch: list[DeviceReport] = [preset[h] for h in hosts if h in preset]
 
             def done(o) -> None:
                 if self.on_done is not None:
-                    self.on_done(_row(o, o.item.host, o.item.plan, self.run.connections.aborted))
+                    self.on_done(_row(o, o.item.host, jobs[o.item.host].plan, self.run.connections.aborted))
 
-            for o in run_each(todo, work, self.options.forks,
-                              f"{self.label} batch {n}/{len(groups)}" if len(groups) > 1 else self.label,
-                              on_interrupt=self.run.connections.abort, graceful=graceful, on_done=done):
-                batch.append(_row(o, o.item.host, o.item.plan, self.run.connections.aborted))
+            for o in self.run.map(todo, f"{self.label} batch {n}/{len(groups)}" if len(groups) > 1 else self.label,
+                                  forks=self.options.forks, graceful=graceful, on_done=done):
+                batch.append(_row(o, o.item.host, jobs[o.item.host].plan, self.run.connections.aborted))
             for rep in batch:
                 reports[rep.host] = rep
             if self.history is not None:
@@ -230,6 +254,12 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
         out.errors = planned.errors + ["nothing published, no device touched"]
         out.summary_text = "plan has errors: nothing published, no device touched"
         return out
+    opts = options if check or options.keep_images is None else replace(options, keep_images=spec.keep_images)
+    # what the executor refuses (a secret in a job, a deadline above the workers') stops
+    # the run before anything is published
+    draft = App(playbook.image or app_name(playbook), playbook.name, playbook.health)
+    run.executor.preflight([_deploy_work(run, job, draft, opts, check=check)
+                            for job in device_jobs(playbook, planned, probed, check=True).values()])
     if published is not None:
         planned.main.published = published
     elif not check:
@@ -244,16 +274,11 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
     preset = {p.host: _unreachable(p) for p in probed if p.facts is None}
     if not check:
         _history_start(history, out, playbook)
-    opts = options if check or options.keep_images is None else replace(options, keep_images=spec.keep_images)
-
-    def work(job: DeviceJob) -> DeviceReport:
-        link = DeviceLink(lambda: run.connections.session(job.host), run.connections.target(job.host).become)
-        engine = run.connections.engine(job.host)
-        return costed(engine, lambda: deploy_device(engine, job, app, opts, link, check_only=check))
-
     roll = _Rollout(run, out, spec if not check else RolloutSpec(), opts, None if check else history, on_done,
                     "checking" if check else "deploying")
-    reports = roll.go([p.host for p in probed], jobs, preset, work, graceful=not check)
+    with deploy_hooks(opts.deployment, opts.hooks):
+        reports = roll.go([p.host for p in probed], jobs, preset,
+                          lambda job: _deploy_work(run, job, app, opts, check=check), graceful=not check)
     by_host = {p.host: p for p in probed}
     if out.stopped and spec.on_failure == "rollback" and not check:
         updated = [h for h, r in reports.items() if r.result is Result.VERIFIED]
@@ -272,7 +297,7 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
 
 
 def _unreachable(p: Probed) -> DeviceReport:
-    rep = DeviceReport(p.host)
+    rep = DeviceReport(p.host, worker=p.worker, site=p.site)
     if p.interrupted:
         rep.result, rep.reason = Result.INTERRUPTED, p.error or "interrupted"
     else:
@@ -345,39 +370,45 @@ def _rollback_devices(run: Run, playbook: Playbook, probed: Sequence[Probed], ta
         return [(img, playbook.container_spec.name if img.service is None else f"{stack.project}-{img.service}")
                 for img in images]
 
-    def where_to(p: Probed) -> list[tuple[str, str]]:
-        """(repository, index digest) to go back to, per container of the app."""
-        if target is not None:
-            tagged = {Reference.parse(r["reference"]).name: r["index_digest"] for r in target.get("images") or []}
-            return [(Reference.parse(img.reference).name,
-                     tagged.get(Reference.parse(img.reference).name) or target["index_digest"])
-                    for img, _ in containers(p.host)]
+    def where_to(host: str, states: dict[str, Any]) -> list[tuple[str, str]]:
+        """(repository, index digest) to go back to, per container of the app, from what
+        the device's containers record (the ``inspect`` handler's answer)."""
         found = []
-        engine = run.connections.engine(p.host)
-        for img, container in containers(p.host):
-            c = engine.container(container)
+        for img, container in containers(host):
+            c = states.get(container)
             if c is None:
                 raise FleetError(f"no container {container} on the device: nothing to roll back")
-            index = c.labels.get(LABEL["previous_index"])
+            index = c["labels"].get(LABEL["previous_index"])
             if not index:
                 raise FleetError(f"container {container} records no previous release (io.fleet.previous-index-digest)")
-            found.append((c.labels.get(LABEL["repository"]) or Reference.parse(img.reference).name, index))
+            found.append((c["labels"].get(LABEL["repository"]) or Reference.parse(img.reference).name, index))
         return found
 
     wanted: dict[str, list[tuple[str, str]]] = {}
-    for o in run_each(reachable, where_to, run.selection.forks, "reading previous releases",
-                      on_interrupt=run.connections.abort):
-        if o.ok and o.value is not None:
-            wanted[o.item.host] = o.value
-        else:
-            preset[o.item.host] = _row(o, o.item.host, None)
+    if target is not None:
+        tagged = {Reference.parse(r["reference"]).name: r["index_digest"] for r in target.get("images") or []}
+        for p in reachable:
+            wanted[p.host] = [(Reference.parse(img.reference).name,
+                               tagged.get(Reference.parse(img.reference).name) or target["index_digest"])
+                              for img, _ in containers(p.host)]
+    else:
+        works = [run.work(p.host, "inspect", {"containers": [c for _, c in containers(p.host)]},
+                          deadline=run.connect_seconds() + INSPECT_WORK) for p in reachable]
+        for o in run.map(works, "reading previous releases"):
+            host = o.item.host
+            try:
+                if not o.ok:
+                    raise o.error
+                wanted[host] = where_to(host, (o.value or {}).get("containers") or {})
+            except Exception as exc:  # one device's failure is its row
+                preset[host] = _row(replace(o, value=None, error=exc) if o.ok else o, host, None)
     published: dict[tuple[str, str], PublishResult] = {}
     for repo, index in sorted({key for keys in wanted.values() for key in keys}):
         own = any(Reference.parse(i.reference).name == repo for i in images if i.built)
         published[(repo, index)] = read_published(f"{repo}@{index}", playbook.registry if own else RegistrySettings())
     jobs: dict[str, DeviceJob] = {}
     by_host = {p.host: p for p in probed}
-    auths: dict[str, PullAuth | None] = {}
+    auths: dict[str, AuthRef | None] = {}
     for host, keys in wanted.items():
         p = by_host[host]
         units = []
@@ -393,22 +424,13 @@ def _rollback_devices(run: Run, playbook: Playbook, probed: Sequence[Probed], ta
             entry = pub.entries[dp.entry_index]
             if pub.repository not in auths:
                 auths[pub.repository] = auth_for(playbook, pub.repository)
-            service = playbook.container_spec.to_service() if img.service is None \
-                else stacks[host].services[img.service]
-            units.append(Unit(img.service or container, container, service,
+            # (not "spec": that is the rollout's, used for the batches below)
+            svc = playbook.container_spec.to_service() if img.service is None else stacks[host].services[img.service]
+            units.append(Unit(img.service or container, container, svc,
                               Expected.from_entry(pub.repository, pub.index_digest, entry), dp, entry.size,
                               auths[pub.repository]))
         else:
             jobs[host] = stack_job(host, units, app_name(playbook), p.facts, stacks.get(host))
     app = App(out.reference, playbook.name, playbook.health)
-
-    def work(job: DeviceJob) -> DeviceReport:
-        link = DeviceLink(lambda: run.connections.session(job.host), run.connections.target(job.host).become)
-        engine = run.connections.engine(job.host)
-        rep = costed(engine, lambda: deploy_device(engine, job, app, options, link))
-        if any(a.startswith("pull ") for a in rep.actions):
-            rep.actions.append("the previous release's image was no longer on the device: pulled it")
-        return rep
-
     return _Rollout(run, out, spec, options, history, on_done, "rolling back").go(
-        [p.host for p in probed], jobs, preset, work)
+        [p.host for p in probed], jobs, preset, lambda job: _deploy_work(run, job, app, options, kind="rollback"))

@@ -13,26 +13,36 @@ from typing import Callable, Sequence
 from fleet.connections import Connections
 from fleet.detect import Detection, detect
 from fleet.errors import UsageError
-from fleet.engine.probe import EngineProbe, gather_with_api
+from fleet.executor import DeviceWork, Executor, LocalExecutor, work_for
 from fleet.factsfile import load_facts_file
-from fleet.fanout import run_each
+from fleet.fanout import Outcome
 from fleet.plan import Plan, make_plan
 from fleet.platform import Platform
 from fleet.playbook import Playbook
 from fleet.publish import PublishResult, publish as publish_index
-from fleet.results import DeviceReport
 from fleet.selection import DeviceSelection
 
-__all__ = ["Run", "Probed", "probe", "plan", "plan_from_facts", "publish", "parse_platforms", "costed"]
+__all__ = ["Run", "Probed", "probe", "plan", "plan_from_facts", "publish", "parse_platforms", "where",
+           "probe_deadline"]
 
 
 class Run:
-    """One command run over a device selection: ``selection`` and ``connections`` (one SSH
-    session per device, closed when the run ends). A context manager."""
+    """One command run over a device selection: ``selection``, ``connections`` (one SSH
+    session per device, closed when the run ends) and the ``executor`` every per-device
+    step goes through (default :class:`fleet.executor.LocalExecutor` on ``connections``;
+    ``executor`` may also be a function of the connections that makes one, e.g.
+    :meth:`fleet.executor.ExecutorOptions.make`). A context manager."""
 
-    def __init__(self, selection: DeviceSelection):
+    def __init__(self, selection: DeviceSelection,
+                 executor: "Executor | Callable[[Connections], Executor] | None" = None):
         self.selection = selection
         self.connections = Connections(selection)
+        if executor is None:
+            self.executor: Executor = LocalExecutor(self.connections)
+        elif hasattr(executor, "map"):
+            self.executor = executor  # type: ignore[assignment]
+        else:
+            self.executor = executor(self.connections)  # type: ignore[operator]
 
     def __enter__(self) -> "Run":
         return self
@@ -53,6 +63,39 @@ class Run:
         t = self.connections.target(host)
         return t.hostname if t.port == 22 else f"{t.hostname}:{t.port}"
 
+    def work(self, host: str, kind: str, payload: dict | None = None, deadline: float = 300.0,
+             secrets: Sequence[str] = ()) -> DeviceWork:
+        """The work item ``kind`` for inventory host ``host`` (:func:`fleet.executor.work_for`)."""
+        return work_for(self.connections.host(host), kind, payload, deadline, tuple(secrets))
+
+    def connect_seconds(self) -> float:
+        """Seconds opening one device's session may take, by the run's SSH settings: each
+        attempt's TCP connect, banner, key exchange and authentication, with the retries
+        for transient network errors (part of every job's deadline)."""
+        s = self.selection.settings
+        return max(1, s.retries) * (4 * s.connect_timeout + 5)
+
+    def preflight(self) -> None:
+        """Check, before anything else of a command, what would stop its per-device work:
+        the selection (exit 2), and what the executor needs (every device has a site, the
+        broker answers: :meth:`fleet.executor.CeleryExecutor.preflight`). Touches no device."""
+        hosts = self.hosts()
+        self.executor.preflight([self.work(h, "noop") for h in hosts])
+
+    def map(self, works: Sequence[DeviceWork], label: str, *, forks: int | None = None, graceful: bool = False,
+            on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """``works`` through the run's executor, ``forks`` (default the selection's) at a
+        time; Ctrl-C closes the run's own sessions (:meth:`Connections.abort`)."""
+        return self.executor.map(works, forks=forks or self.selection.forks, label=label,
+                                 on_interrupt=self.connections.abort, graceful=graceful, on_done=on_done)
+
+
+def where(o: Outcome) -> tuple[str | None, str | None]:
+    """``(worker, site)`` an outcome names (a :class:`fleet.executor.WorkOutcome`): the
+    worker None when none ran the work (no worker of the site took the job)."""
+    worker = getattr(o, "worker", "local")
+    return (None if worker in (None, "", "-") else worker), getattr(o, "site", None)
+
 
 @dataclass
 class Probed:
@@ -60,7 +103,9 @@ class Probed:
     (None when the probe failed), ``detection`` (None without facts), ``error`` (why it
     failed), ``seconds`` spent, ``interrupted`` (Ctrl-C came first), ``engine_via`` (``api``:
     the engine answered on its socket channel, no docker CLI ran; ``cli``), ``cost``
-    (channels, processes, API calls and bytes the probe asked of the device)."""
+    (channels, processes, API calls and bytes the probe asked of the device), ``worker`` and
+    ``site`` (who probed it: ``local``/None on this machine, a site worker's name and its
+    site)."""
 
     host: str
     address: str
@@ -71,6 +116,8 @@ class Probed:
     interrupted: bool = False
     engine_via: str | None = None
     cost: dict | None = None
+    worker: str | None = None
+    site: str | None = None
 
 
 def _reason(exc: BaseException) -> str:
@@ -85,35 +132,27 @@ def probe(run: Run, label: str = "probing") -> list[Probed]:
     inventory, ``--limit`` or host-variable mistakes; a device that cannot be reached or
     probed gives a result with ``error``."""
     hosts = run.hosts()
-
-    def one(host: str) -> EngineProbe:
-        target = run.connections.target(host)
-        found = gather_with_api(run.connections.session(host), target.become, device=host,
-                                timeout=target.probe_timeout)
-        if found.engine is not None:
-            found.engine.seed(found.version, found.info)
-            run.connections.adopt_engine(host, found.engine)
-        return found
-
+    command_timeout = run.selection.settings.command_timeout
+    works = [run.work(h, "probe", deadline=probe_deadline(run, run.connections.target(h).probe_timeout
+                                                          or command_timeout)) for h in hosts]
     results = []
-    for o in run_each(hosts, one, run.selection.forks, label, on_interrupt=run.connections.abort):
-        facts = o.value.facts if o.ok and o.value is not None else None
-        results.append(Probed(o.item, run.address(o.item), facts, detect(facts) if facts is not None else None,
+    for o in run.map(works, label):
+        value = o.value if o.ok and isinstance(o.value, dict) else None
+        facts = value.get("facts") if value is not None else None
+        host = o.item.host
+        worker, site = where(o)
+        results.append(Probed(host, run.address(host), facts, detect(facts) if facts is not None else None,
                               None if o.ok else _reason(o.error), o.seconds, o.interrupted,
-                              engine_via=o.value.engine_via if o.value is not None else None,
-                              cost=o.value.counters.to_dict() if o.value is not None else None))
+                              engine_via=value.get("engine_via") if value is not None else None,
+                              cost=value.get("cost") if value is not None else None, worker=worker, site=site))
     return results
 
 
-def costed(engine, work: Callable[[], DeviceReport]) -> DeviceReport:
-    """Run one device's ``work`` on ``engine`` and record what it asked of the device
-    (:attr:`fleet.results.DeviceReport.cost`)."""
-    counters = getattr(engine, "counters", None)
-    before = counters.to_dict() if counters is not None else None
-    rep = work()
-    if counters is not None and before is not None:
-        rep.cost = counters.since(before)
-    return rep
+def probe_deadline(run: Run, probe_timeout: float) -> float:
+    """Seconds one device's probe may take (its job's deadline): opening the session
+    (:meth:`Run.connect_seconds`), the probe command's ``probe_timeout``, and a minute for
+    the engine's answers and the way back."""
+    return run.connect_seconds() + float(probe_timeout) + 60.0
 
 
 def parse_platforms(values: Sequence[str] | None) -> list[Platform]:

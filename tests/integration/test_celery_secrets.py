@@ -104,3 +104,92 @@ def test_templated_connection_variable_is_a_usage_error(tmp_path):
         work_for(h, "probe")
     with pytest.raises(UsageError, match="fleet_site: 'a b' is not a site name"):
         work_for(Host("t2", {"fleet_site": "a b"}), "probe")
+
+
+def _deploy_job(tmp_path, env: dict[str, str] | None = None):
+    """A one-unit DeviceJob for host s1 from a playbook that names its registry
+    credentials (variables of the controller's environment), built as the pipeline does."""
+    import yaml
+
+    from fleet.deploy import DeviceJob, Unit
+    from fleet.pipeline.apps import auth_for
+    from fleet.plan import DevicePlan
+    from fleet.platform import Platform
+    from fleet.playbook import load_playbook
+    from fleet.verify import Expected
+
+    pb_path = tmp_path / "app.yaml"
+    pb_path.write_text(yaml.safe_dump({
+        "name": "app", "image": "registry.example:5000/team/app:1", "platforms": ["linux/amd64"],
+        "source": {"pick": {"linux/amd64": "registry.example:5000/team/app:1-amd64"}},
+        "registry": {"username_env": "FLEET_TEST_REG_USER", "password_env": "FLEET_TEST_REG_PASS"},
+        "container": {"name": "app", "env": env or {"GREETING": "hi"}}}))
+    pb = load_playbook(pb_path)
+    amd64 = Platform.parse("linux/amd64")
+    expected = Expected("registry.example:5000/team/app", "sha256:" + "1" * 64, amd64, "sha256:" + "2" * 64,
+                        "sha256:" + "3" * 64, ("sha256:" + "4" * 64,))
+    unit = Unit("app", "app", pb.container_spec.to_service(), expected,
+                DevicePlan("s1", amd64, amd64, amd64, entry_index=0), 1000,
+                auth_for(pb, "registry.example:5000/team/app"))
+    return pb, DeviceJob("s1", (unit,), "app")
+
+
+def test_no_registry_credential_in_a_deploy_job_on_the_broker(devices, redis_server, signers, monkeypatch, tmp_path):
+    """A deploy job, built by the pipeline's own function, for a playbook whose registry
+    credentials are in the controller's environment AND in its Docker config: the raw
+    message on the broker holds neither, only where a site finds its own."""
+    import dataclasses
+
+    from fleet.deploy import App, DeployOptions
+    from fleet.pipeline import Run
+    from fleet.pipeline.rollouts import _deploy_work
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("FLEET_TEST_REG_USER", "deployer")
+    monkeypatch.setenv("FLEET_TEST_REG_PASS", REGISTRY_PW)
+    docker_auth = base64.b64encode(f"deployer:{REGISTRY_PW}-cfg".encode()).decode()
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker" / "config.json").write_text(json.dumps(
+        {"auths": {"registry.example:5000": {"auth": docker_auth}}}))
+    pb, job = _deploy_job(tmp_path)
+    ex = CeleryExecutor(redis_server.url, signing=controller_signing(signers), grace=0.2)
+    with Run(selection_of(devices), ex) as run:
+        work = _deploy_work(run, job, App(pb.image, pb.name, pb.health), DeployOptions(deployment="D1"))
+        assert work.kind == "deploy" and work.site == "q" and work.deadline > 1800 and work.secrets == ()
+        out = ex.map([dataclasses.replace(work, deadline=1.0)])  # site q has no worker: the job stays queued
+    assert out[0].error is not None
+    raw = redis_server.client().lrange("fleet.site.q", 0, -1)
+    assert len(raw) == 1
+    layers = _layers(raw[0])
+    body = json.loads(layers[-1])[0][0]["work"]
+    assert body["kind"] == "deploy" and body["payload"]["job"]["units"][0]["auth"] == {
+        "registry": "registry.example:5000", "username_env": "FLEET_TEST_REG_USER",
+        "password_env": "FLEET_TEST_REG_PASS", "docker_config": None}
+    for layer in layers:
+        for secret in (REGISTRY_PW, docker_auth, "deployer"):
+            assert secret.encode() not in layer, secret
+    redis_server.client().delete("fleet.site.q")
+
+
+def test_a_job_with_secret_values_is_not_sent(devices, redis_server, signers, monkeypatch, tmp_path):
+    """The app's own secret values (a container variable named like a secret) would travel in
+    the job, signed but not encrypted: the Celery executor refuses it before anything is
+    sent, naming the device and the variable; the local executor runs such jobs."""
+    from fleet.deploy import App, DeployOptions
+    from fleet.executor import LocalExecutor
+    from fleet.pipeline import Run
+    from fleet.pipeline.rollouts import _deploy_work
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    pb, job = _deploy_job(tmp_path, env={"GREETING": "hi", "DB_PASSWORD": "hunter2-" + REGISTRY_PW})
+    ex = CeleryExecutor(redis_server.url, signing=controller_signing(signers), grace=0.2)
+    with Run(selection_of(devices), ex) as run:
+        work = _deploy_work(run, job, App(pb.image, pb.name, pb.health), DeployOptions(deployment="D1"))
+        assert work.secrets == ("DB_PASSWORD",)
+        with pytest.raises(UsageError, match=r"s1: its deploy job would carry secret values \(DB_PASSWORD\) "
+                                             r"through the broker"):
+            ex.map([work])
+        with pytest.raises(UsageError, match="DB_PASSWORD"):
+            ex.preflight([work])
+        LocalExecutor(run.connections).preflight([work])  # runs locally: the value never leaves this machine
+    assert redis_server.client().llen("fleet.site.q") == 0

@@ -104,8 +104,10 @@ def test_probe_json_matches_this_machine(devices, probe_json):
     with open(os.path.realpath(shutil.which("od", path="/usr/bin:/bin")), "rb") as f:
         od_header = f.read(20).hex()
     for d, s in zip(docs, servers):
-        assert set(d) == {"host", "address", "ok", "facts", "detection", "error", "engine_via", "cost"}
+        assert set(d) == {"host", "address", "ok", "facts", "detection", "error", "engine_via", "cost", "worker",
+                          "site"}
         assert d["ok"] is True and d["error"] is None
+        assert (d["worker"], d["site"]) == ("local", None)  # probed from this machine (--executor local)
         # the login cannot open the engine's socket: the probe's docker CLI section ran, one
         # process (the probe script) on one exec channel plus the refused socket channel
         assert d["engine_via"] == "cli" and d["cost"]["remote_processes"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,35 @@ def test_connection_variables_must_be_single_values(tmp_path):
         cp = run("probe", "-i", str(inv))
         assert cp.returncode == 2, (var, cp.stdout, cp.stderr)
         assert cp.stderr.startswith(f"fleet: error: d1: {var}"), cp.stderr
+
+
+def test_executor_options_are_checked_before_any_device(tmp_path):
+    """--executor takes local or celery; celery-only options with local are usage errors;
+    --executor celery needs a broker; the signing identity is checked before the broker is
+    asked (its files do not exist here)."""
+    inv = str(inventory(tmp_path))
+    env_free = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def fleet(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*FLEET, *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=env_free)
+
+    cases = [
+        (["probe", "-i", inv, "--executor", "ssh"], "--executor 'ssh': choose one of local, celery"),
+        (["probe", "-i", inv, "--executor", "local", "--broker", "redis://127.0.0.1:9/0"],
+         "--broker: for --executor celery"),
+        (["status", "playbooks/hello.yaml", "-i", inv, "--local-fallback", "--key", "k.pem"],
+         "--local-fallback, --key: for --executor celery"),
+        (["deploy", "playbooks/hello.yaml", "-i", inv, "--executor", "celery"],
+         "--executor celery needs --broker URL (or FLEET_BROKER_URL)"),
+        (["verify", "playbooks/hello.yaml", "-i", inv, "--broker", "http://127.0.0.1:9/"],
+         "--broker http://127.0.0.1:9/: not a broker URL fleet supports"),
+        (["rollback", "playbooks/hello.yaml", "-i", inv, "--broker", "redis://127.0.0.1:9/0",
+          "--key", str(tmp_path / "no.key"), "--cert", str(tmp_path / "no.pem"), "--cert-store", str(tmp_path)],
+         "no.key"),
+    ]
+    for args, message in cases:
+        cp = fleet(*args, "--json")
+        assert cp.returncode == 2, (args, cp.stderr)
+        assert message in cp.stderr, (args, cp.stderr)
+        assert json.loads(cp.stdout)["exit_status"] == 2
+        assert "Traceback" not in cp.stderr
