@@ -394,8 +394,9 @@ def _rollback_devices(run: Run, playbook: Playbook, probed: Sequence[Probed], ta
             entry = pub.entries[dp.entry_index]
             if pub.repository not in auths:
                 auths[pub.repository] = auth_for(playbook, pub.repository)
-            spec = playbook.container_spec.to_service() if img.service is None else stacks[host].services[img.service]
-            units.append(Unit(img.service or container, container, spec,
+            service = (playbook.container_spec.to_service() if img.service is None
+                       else stacks[host].services[img.service])
+            units.append(Unit(img.service or container, container, service,
                               Expected.from_entry(pub.repository, pub.index_digest, entry), dp, entry.size,
                               auths[pub.repository]))
         else:
