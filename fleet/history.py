@@ -9,8 +9,9 @@ mid-rollout still leaves what it did.
 Tables: ``runs`` (one row per command run: id, kind, playbook, app, reference, index digest,
 who, where, when, summary, ok, why it stopped, the published index's entries and every
 image of the app as JSON) and
-``devices`` (one row per device and run: result, reason, batch, platforms, child and config
-digests, what it ran before).
+``devices`` (one row per device and run: result, reason, batch, platforms, the index, child
+and config digests it was aimed at, what it ran before). A rollback has no one index: each
+device goes back to its own previous release, so the index is kept per device.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ CREATE TABLE IF NOT EXISTS devices (
   config_digest TEXT,
   previous_deployment TEXT,
   seconds REAL,
+  index_digest TEXT,
   PRIMARY KEY (run_id, host)
 );
 CREATE INDEX IF NOT EXISTS devices_host ON devices(host);
@@ -71,7 +73,7 @@ CREATE INDEX IF NOT EXISTS runs_app ON runs(app, started);
 
 
 #: Columns added after the first release, in order: (table -> [(name, declaration)]).
-_COLUMNS = {"runs": [("publish", "TEXT"), ("images", "TEXT")]}
+_COLUMNS = {"runs": [("publish", "TEXT"), ("images", "TEXT")], "devices": [("index_digest", "TEXT")]}
 
 
 def history_path() -> Path:
@@ -171,11 +173,12 @@ class History:
     def add_devices(self, run_id: str, reports: Sequence[DeviceReport], batch: int | None = None) -> None:
         """Record each device's result in run ``run_id`` (again: replaces)."""
         rows = [(run_id, r.host, batch, str(r.result), r.reason, r.platform, r.entry_platform, r.pulled,
-                 r.config_digest, (r.previous or {}).get("deployment"), r.seconds) for r in reports]
+                 r.config_digest, (r.previous or {}).get("deployment"), r.seconds, r.index_digest) for r in reports]
         with self._write():
             self.db.executemany(
                 "INSERT OR REPLACE INTO devices (run_id, host, batch, result, reason, platform, entry_platform, "
-                "manifest_digest, config_digest, previous_deployment, seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "manifest_digest, config_digest, previous_deployment, seconds, index_digest) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -213,9 +216,11 @@ class History:
     def intended(self, app: str, host: str) -> dict[str, Any] | None:
         """What the last deploy or rollback of ``app`` that reached ``host`` meant it to run:
         the run's row plus the device's (``result``, ``manifest_digest``,
-        ``config_digest``, ``entry_platform``), or None."""
+        ``config_digest``, ``entry_platform``), or None. ``index_digest`` is the device's
+        own (a rollback's devices each go back to their own release), else the run's."""
         row = self.db.execute(
-            "SELECT r.id, r.kind, r.reference, r.index_digest, r.started, d.result, d.manifest_digest, "
+            "SELECT r.id, r.kind, r.reference, COALESCE(d.index_digest, r.index_digest) AS index_digest, "
+            "r.started, d.result, d.manifest_digest, "
             "d.config_digest, d.entry_platform FROM runs r JOIN devices d ON d.run_id = r.id "
             "WHERE r.app = ? AND d.host = ? AND r.kind IN ('deploy', 'rollback') AND d.result != 'skipped' "
             "ORDER BY r.started DESC, r.id DESC LIMIT 1", (app, host)).fetchone()

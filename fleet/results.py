@@ -78,7 +78,8 @@ class DeviceReport:
     device's engine holds, ``result`` (:class:`Result`), ``reason``, ``seconds``,
     ``actions`` taken in order, ``checks`` (name/ok/detail), ``log_tail``, ``previous``
     (what ran before: deployment, index and config digest), ``free_bytes`` and
-    ``needed_bytes`` on the data root.
+    ``needed_bytes`` on the data root, ``index_digest`` the image index the device was
+    aimed at (a deploy's; for a rollback, the release that device goes back to).
     """
 
     host: str
@@ -99,6 +100,7 @@ class DeviceReport:
     needed_bytes: int | None = None
     cost: dict[str, Any] | None = None
     services: list[dict[str, Any]] = field(default_factory=list)
+    index_digest: str | None = None
 
     @property
     def ok(self) -> bool:

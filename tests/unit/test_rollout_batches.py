@@ -131,6 +131,25 @@ def test_history_two_writers_at_once_lose_nothing(tmp_path):
     assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
 
 
+def test_history_intended_index_of_a_rollback_is_each_devices_own(tmp_path):
+    """A rollback has no one index (each device goes back to its own previous release):
+    what status compares a device with is the index recorded for that device; a deploy's
+    devices without one fall back to the run's."""
+    one, two, three = ("sha256:" + c * 64 for c in "123")
+    with History(tmp_path / "h" / "history.sqlite") as h:
+        h.start_run("d1", "deploy", app="hello", index_digest=three, started="2026-12-02T00:00:01+00:00")
+        h.add_devices("d1", [DeviceReport("a", result=Result.VERIFIED, index_digest=three),
+                             DeviceReport("b", result=Result.UNREACHABLE)], 1)
+        assert h.intended("hello", "b")["index_digest"] == three
+        h.start_run("r1", "rollback", app="hello", started="2026-12-02T00:00:02+00:00")
+        h.add_devices("r1", [DeviceReport("a", result=Result.VERIFIED, index_digest=one, config_digest="c1"),
+                             DeviceReport("c", result=Result.VERIFIED, index_digest=two)], 1)
+        assert h.intended("hello", "a")["index_digest"] == one and h.intended("hello", "a")["kind"] == "rollback"
+        assert h.intended("hello", "c")["index_digest"] == two
+        assert h.intended("hello", "b")["id"] == "d1"
+        assert [d["index_digest"] for d in h.run("r1")["devices"]] == [one, two]
+
+
 def test_history_refuses_a_shared_folder(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -185,5 +204,6 @@ def test_history_written_by_an_older_fleet_gains_the_new_columns(tmp_path):
     with History(path) as h:
         cols = {row[1] for row in h.db.execute("PRAGMA table_info(runs)")}
         assert {"publish", "images"} <= cols
+        assert "index_digest" in {row[1] for row in h.db.execute("PRAGMA table_info(devices)")}
         h.db.execute("UPDATE runs SET images=? WHERE id='old'", ('{"web": "x"}',))
         assert h.db.execute("SELECT images FROM runs WHERE id='old'").fetchone()[0] == '{"web": "x"}'
