@@ -150,6 +150,43 @@ def test_history_intended_index_of_a_rollback_is_each_devices_own(tmp_path):
         assert [d["index_digest"] for d in h.run("r1")["devices"]] == [one, two]
 
 
+def test_a_stopped_rollout_records_every_device_in_the_history_skipped_ones_too(tmp_path):
+    """The batch loop (fleet.pipeline.rollouts) with a device double: batch 2 crosses
+    max_fail 0, batch 3 is not touched, and the history has a row for each of the five
+    devices (the skipped ones with their batch and why), as the saved report has."""
+    from types import SimpleNamespace
+
+    from fleet.deploy import DeployOptions
+    from fleet.pipeline.rollouts import DeployRun, _Rollout
+
+    hosts = ["x86", "pi4-64", "pi3-32", "pi-zero", "pi4-32on64"]
+    run = SimpleNamespace(connections=SimpleNamespace(abort=lambda: None, aborted=False))
+    jobs = {h: SimpleNamespace(host=h, plan=None) for h in hosts}
+    touched = []
+
+    def work(job):
+        touched.append(job.host)
+        return DeviceReport(job.host, result=Result.UNREACHABLE if job.host == "pi3-32" else Result.VERIFIED,
+                            reason="connection lost" if job.host == "pi3-32" else "")
+
+    spec = RolloutSpec(batches=parse_batches("1,50%,100%"), max_fail=0)
+    with History(tmp_path / "h" / "history.sqlite") as h:
+        out = DeployRun("d1", "p.yaml", "r/hello:1", False, "2026-12-02T00:00:00+00:00")
+        h.start_run("d1", "deploy", app="hello")
+        reports = _Rollout(run, out, spec, DeployOptions(forks=5), h, None, "deploying").go(hosts, jobs, {}, work)
+        assert sorted(touched) == sorted(hosts[:3])
+        assert out.batches == [["x86"], ["pi4-64", "pi3-32"], ["pi-zero", "pi4-32on64"]]
+        assert out.stopped == "batch 2 of 3: 1 of 2 devices failed, more than max_fail 0"
+        rows = {d["host"]: d for d in h.run("d1")["devices"]}
+    assert {k: r.result for k, r in reports.items()} == {
+        "x86": Result.VERIFIED, "pi4-64": Result.VERIFIED, "pi3-32": Result.UNREACHABLE,
+        "pi-zero": Result.SKIPPED, "pi4-32on64": Result.SKIPPED}
+    assert {k: (d["batch"], d["result"]) for k, d in rows.items()} == {
+        "x86": (1, "verified"), "pi4-64": (2, "verified"), "pi3-32": (2, "unreachable"),
+        "pi-zero": (3, "skipped"), "pi4-32on64": (3, "skipped")}
+    assert rows["pi-zero"]["reason"] == f"not touched: the rollout stopped at {out.stopped}"
+
+
 def test_history_refuses_a_shared_folder(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
