@@ -9,8 +9,10 @@ mid-rollout still leaves what it did.
 Tables: ``runs`` (one row per command run: id, kind, playbook, app, reference, index digest,
 who, where, when, summary, ok, why it stopped, the published index's entries and every
 image of the app as JSON) and
-``devices`` (one row per device and run: result, reason, batch, platforms, child and config
-digests, what it ran before, and who did the work: ``worker``, ``site``).
+``devices`` (one row per device and run: result, reason, batch, platforms, the index, child
+and config digests it was aimed at, what it ran before, and who did the work: ``worker``,
+``site``). A rollback has no one index: each device goes back to its own previous release,
+so the index is kept per device.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ CREATE TABLE IF NOT EXISTS devices (
   config_digest TEXT,
   previous_deployment TEXT,
   seconds REAL,
+  index_digest TEXT,
   PRIMARY KEY (run_id, host)
 );
 CREATE INDEX IF NOT EXISTS devices_host ON devices(host);
@@ -73,8 +76,9 @@ CREATE INDEX IF NOT EXISTS runs_app ON runs(app, started);
 #: Columns added after the first release, in order: (table -> [(name, declaration)]).
 _COLUMNS = {"runs": [("publish", "TEXT"), ("images", "TEXT")],
             # who did each device's work: "local" (this controller) or a site worker's
-            # Celery node name, and its site (docs/sites.md)
-            "devices": [("worker", "TEXT"), ("site", "TEXT")]}
+            # Celery node name, and its site (docs/sites.md); the index each device was
+            # aimed at (a rollback has no one index)
+            "devices": [("worker", "TEXT"), ("site", "TEXT"), ("index_digest", "TEXT")]}
 
 
 def history_path() -> Path:
@@ -174,12 +178,13 @@ class History:
     def add_devices(self, run_id: str, reports: Sequence[DeviceReport], batch: int | None = None) -> None:
         """Record each device's result in run ``run_id`` (again: replaces)."""
         rows = [(run_id, r.host, batch, str(r.result), r.reason, r.platform, r.entry_platform, r.pulled,
-                 r.config_digest, (r.previous or {}).get("deployment"), r.seconds, r.worker, r.site) for r in reports]
+                 r.config_digest, (r.previous or {}).get("deployment"), r.seconds, r.worker, r.site,
+                 r.index_digest) for r in reports]
         with self._write():
             self.db.executemany(
                 "INSERT OR REPLACE INTO devices (run_id, host, batch, result, reason, platform, entry_platform, "
-                "manifest_digest, config_digest, previous_deployment, seconds, worker, site) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "manifest_digest, config_digest, previous_deployment, seconds, worker, site, index_digest) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -217,9 +222,11 @@ class History:
     def intended(self, app: str, host: str) -> dict[str, Any] | None:
         """What the last deploy or rollback of ``app`` that reached ``host`` meant it to run:
         the run's row plus the device's (``result``, ``manifest_digest``,
-        ``config_digest``, ``entry_platform``), or None."""
+        ``config_digest``, ``entry_platform``), or None. ``index_digest`` is the device's
+        own (a rollback's devices each go back to their own release), else the run's."""
         row = self.db.execute(
-            "SELECT r.id, r.kind, r.reference, r.index_digest, r.started, d.result, d.manifest_digest, "
+            "SELECT r.id, r.kind, r.reference, COALESCE(d.index_digest, r.index_digest) AS index_digest, "
+            "r.started, d.result, d.manifest_digest, "
             "d.config_digest, d.entry_platform FROM runs r JOIN devices d ON d.run_id = r.id "
             "WHERE r.app = ? AND d.host = ? AND r.kind IN ('deploy', 'rollback') AND d.result != 'skipped' "
             "ORDER BY r.started DESC, r.id DESC LIMIT 1", (app, host)).fetchone()

@@ -81,7 +81,9 @@ class DeviceReport:
     ``needed_bytes`` on the data root, ``cost`` (what the work asked of the device),
     ``services`` (per unit of the app), ``worker`` (who did the work: ``local`` for this
     machine, the Celery node name of a site worker; None when no work ran for the device:
-    skipped, or no worker took it) and ``site`` (the site worker's site; None locally).
+    skipped, or no worker took it), ``site`` (the site worker's site; None locally) and
+    ``index_digest`` the image index the device was aimed at (a deploy's; for a rollback,
+    the release that device goes back to).
     """
 
     host: str
@@ -104,6 +106,7 @@ class DeviceReport:
     services: list[dict[str, Any]] = field(default_factory=list)
     worker: str | None = None
     site: str | None = None
+    index_digest: str | None = None
 
     @property
     def ok(self) -> bool:

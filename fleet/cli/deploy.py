@@ -35,7 +35,8 @@ __all__ = ["run_deploy", "run_rollback"]
 def _finish(result: "pipeline.DeployRun", playbook, as_json: bool, directory, prefix: str) -> int:
     devices = [r.to_dict() for r in result.devices]
     if as_json:
-        emit_json([{**d, "deployment": result.deployment, "index_digest": result.index_digest} for d in devices])
+        emit_json([{**d, "deployment": result.deployment, "index_digest": d["index_digest"] or result.index_digest}
+                   for d in devices])
     elif result.devices:
         title = (f"{prefix} {result.reference}"
                  + (f" @ {short_digest(result.index_digest)}" if result.index_digest else "")

@@ -102,6 +102,7 @@ def deploy_device(engine: Engine, job: DeviceJob, app: App, options: DeployOptio
     t0 = time.monotonic()
     rep = report_for(job.host, job.plan)
     rep.services = [unit_report(u) for u in job.units]
+    rep.index_digest = job.units[0].expected.index_digest if job.units else None
     try:
         _deploy(engine, job, app, options, rep, link, check_only, credentials or resolve_here)
     except Interrupted:

@@ -252,11 +252,13 @@ class ApiEngine:
             self._connection_failed(what, e)
 
     def _connection_failed(self, what: str, e: BaseException) -> None:
+        # The SSH connection first: when it drops, a dial-stdio channel ends too, without
+        # an exit status ("exited -1"), and the device is unreachable, not its engine faulty.
+        if not self.session.transport.is_active():
+            raise SSHError(self.device, f"connection lost during {what}") from None
         why = self.connector.failure()
         if why:  # a dial-stdio process that ended: its own words (sudo, docker CLI)
             raise EngineError(self.device, what, -1, why) from None
-        if not self.session.transport.is_active():
-            raise SSHError(self.device, f"connection lost during {what}") from None
         raise SSHError(self.device, f"engine API call {what} failed: {_short(e)}") from None
 
     def _negotiate(self) -> None:

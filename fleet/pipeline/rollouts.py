@@ -180,12 +180,16 @@ class _Rollout:
         reports: dict[str, DeviceReport] = {}
         for n, hosts in enumerate(groups, 1):
             if self.out.stopped or any(r.result is Result.INTERRUPTED for r in reports.values()):
+                skipped = []
                 for h in hosts:
                     rep = report_for(h, jobs[h].plan if h in jobs else None)
                     rep.result = Result.SKIPPED
                     rep.reason = (f"not touched: the rollout stopped at {self.out.stopped}" if self.out.stopped
                                   else "not touched: the rollout was interrupted")
                     reports[h] = rep
+                    skipped.append(rep)
+                if self.history is not None:  # the history says why these devices were not updated
+                    self.history.add_devices(self.out.deployment, skipped, n)
                 continue
             if n > 1 and self.spec.pause:
                 progress_line(f"batch {n - 1} done; pausing {self.spec.pause:g} s before batch {n} of {len(groups)}")

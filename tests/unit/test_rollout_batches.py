@@ -131,6 +131,62 @@ def test_history_two_writers_at_once_lose_nothing(tmp_path):
     assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
 
 
+def test_history_intended_index_of_a_rollback_is_each_devices_own(tmp_path):
+    """A rollback has no one index (each device goes back to its own previous release):
+    what status compares a device with is the index recorded for that device; a deploy's
+    devices without one fall back to the run's."""
+    one, two, three = ("sha256:" + c * 64 for c in "123")
+    with History(tmp_path / "h" / "history.sqlite") as h:
+        h.start_run("d1", "deploy", app="hello", index_digest=three, started="2026-12-02T00:00:01+00:00")
+        h.add_devices("d1", [DeviceReport("a", result=Result.VERIFIED, index_digest=three),
+                             DeviceReport("b", result=Result.UNREACHABLE)], 1)
+        assert h.intended("hello", "b")["index_digest"] == three
+        h.start_run("r1", "rollback", app="hello", started="2026-12-02T00:00:02+00:00")
+        h.add_devices("r1", [DeviceReport("a", result=Result.VERIFIED, index_digest=one, config_digest="c1"),
+                             DeviceReport("c", result=Result.VERIFIED, index_digest=two)], 1)
+        assert h.intended("hello", "a")["index_digest"] == one and h.intended("hello", "a")["kind"] == "rollback"
+        assert h.intended("hello", "c")["index_digest"] == two
+        assert h.intended("hello", "b")["id"] == "d1"
+        assert [d["index_digest"] for d in h.run("r1")["devices"]] == [one, two]
+
+
+def test_a_stopped_rollout_records_every_device_in_the_history_skipped_ones_too(tmp_path):
+    """The batch loop (fleet.pipeline.rollouts) with a device double: batch 2 crosses
+    max_fail 0, batch 3 is not touched, and the history has a row for each of the five
+    devices (the skipped ones with their batch and why), as the saved report has."""
+    from types import SimpleNamespace
+
+    from fleet.deploy import DeployOptions
+    from fleet.pipeline.rollouts import DeployRun, _Rollout
+
+    hosts = ["x86", "pi4-64", "pi3-32", "pi-zero", "pi4-32on64"]
+    run = SimpleNamespace(connections=SimpleNamespace(abort=lambda: None, aborted=False))
+    jobs = {h: SimpleNamespace(host=h, plan=None) for h in hosts}
+    touched = []
+
+    def work(job):
+        touched.append(job.host)
+        return DeviceReport(job.host, result=Result.UNREACHABLE if job.host == "pi3-32" else Result.VERIFIED,
+                            reason="connection lost" if job.host == "pi3-32" else "")
+
+    spec = RolloutSpec(batches=parse_batches("1,50%,100%"), max_fail=0)
+    with History(tmp_path / "h" / "history.sqlite") as h:
+        out = DeployRun("d1", "p.yaml", "r/hello:1", False, "2026-12-02T00:00:00+00:00")
+        h.start_run("d1", "deploy", app="hello")
+        reports = _Rollout(run, out, spec, DeployOptions(forks=5), h, None, "deploying").go(hosts, jobs, {}, work)
+        assert sorted(touched) == sorted(hosts[:3])
+        assert out.batches == [["x86"], ["pi4-64", "pi3-32"], ["pi-zero", "pi4-32on64"]]
+        assert out.stopped == "batch 2 of 3: 1 of 2 devices failed, more than max_fail 0"
+        rows = {d["host"]: d for d in h.run("d1")["devices"]}
+    assert {k: r.result for k, r in reports.items()} == {
+        "x86": Result.VERIFIED, "pi4-64": Result.VERIFIED, "pi3-32": Result.UNREACHABLE,
+        "pi-zero": Result.SKIPPED, "pi4-32on64": Result.SKIPPED}
+    assert {k: (d["batch"], d["result"]) for k, d in rows.items()} == {
+        "x86": (1, "verified"), "pi4-64": (2, "verified"), "pi3-32": (2, "unreachable"),
+        "pi-zero": (3, "skipped"), "pi4-32on64": (3, "skipped")}
+    assert rows["pi-zero"]["reason"] == f"not touched: the rollout stopped at {out.stopped}"
+
+
 def test_history_refuses_a_shared_folder(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -185,5 +241,6 @@ def test_history_written_by_an_older_fleet_gains_the_new_columns(tmp_path):
     with History(path) as h:
         cols = {row[1] for row in h.db.execute("PRAGMA table_info(runs)")}
         assert {"publish", "images"} <= cols
+        assert "index_digest" in {row[1] for row in h.db.execute("PRAGMA table_info(devices)")}
         h.db.execute("UPDATE runs SET images=? WHERE id='old'", ('{"web": "x"}',))
         assert h.db.execute("SELECT images FROM runs WHERE id='old'").fetchone()[0] == '{"web": "x"}'
