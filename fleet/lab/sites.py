@@ -46,7 +46,7 @@ import yaml
 
 from fleet.errors import UsageError
 from fleet.lab import labregistry, net, sitenet
-from fleet.lab.broker import broker_answers, broker_url, start_broker
+from fleet.lab.broker import REDIS_SERVER, broker_answers, broker_url, start_broker
 from fleet.lab.devices import Device
 from fleet.lab.profiles import PROFILES
 from fleet.lab.setup import LOGIN_USER
@@ -372,6 +372,8 @@ def up(paths: LabPaths, count: int, *, workers: bool = True) -> dict:
         raise UsageError("the lab is not up (no devices in its state): run `fleet lab up` first")
     if count > len(devices):
         raise UsageError(f"--sites {count}: more sites than the lab's {len(devices)} devices")
+    if not Path(REDIS_SERVER).exists():
+        raise UsageError(f"no {REDIS_SERVER} (Debian package redis-server): run `fleet lab setup` first")
     assignment = split(devices, count)
     st = load(paths)
     if st.get("count") and st.get("assignment") != assignment:
