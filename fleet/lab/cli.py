@@ -138,7 +138,9 @@ def _print_sites(doc: dict) -> None:
                                         "link", "ssh"], rows))
     b, c = doc["broker"], doc["controller"]
     routed = ", ".join(c["reaches_devices"]) or "none"
-    out.print(f"broker redis://{b['address']} in {b['namespace']}: {b['state']}  |  controller namespace "
+    results = f", results redis://{doc['result_backend']['address']}: {doc['result_backend']['state']}" \
+        if doc.get("result_backend") else ""
+    out.print(f"broker {b['kind']} {b['address']} in {b['namespace']}: {b['state']}{results}  |  controller namespace "
               f"{c['namespace']}: {'present' if c['present'] else 'missing'}, registry route "
               f"{'yes' if c['registry_route'] else 'no'}, device addresses it routes to: {routed}  |  "
               f"processes {doc.get('processes', 0)}, RSS {doc.get('rss_mib', 0)} MiB\n"
@@ -164,13 +166,15 @@ def _sites_json(json_out: bool, body) -> dict:
 def sites_up_cmd(
     count: int = typer.Option(2, "--sites", metavar="N", help="How many sites (1-9): devices are split in address order."),
     no_workers: bool = typer.Option(False, "--no-workers", help="Network, broker and files only; start no site worker."),
+    broker_kind: str = typer.Option("redis", "--broker", metavar="redis|rabbitmq",
+                                    help="The broker: redis (default), or rabbitmq (results still through redis)."),
     lab_dir: Optional[str] = LabDirOpt,
     json_out: bool = typer.Option(False, "--json", help="Print the sites' status document as JSON."),
 ) -> None:
     """Split the running lab's devices over N site networks, start the broker and a worker per site (idempotent)."""
     require_root()
     paths = _paths(lab_dir)
-    doc = _sites_json(json_out, lambda: sites.up(paths, count, workers=not no_workers))
+    doc = _sites_json(json_out, lambda: sites.up(paths, count, workers=not no_workers, kind=broker_kind))
     if json_out:
         emit_json(doc)
         return

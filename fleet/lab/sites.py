@@ -46,7 +46,8 @@ import yaml
 
 from fleet.errors import UsageError
 from fleet.lab import labregistry, net, sitenet
-from fleet.lab.broker import REDIS_SERVER, broker_answers, broker_url, start_broker
+from fleet.lab import broker
+from fleet.lab.broker import REDIS_SERVER, broker_url, redis_url
 from fleet.lab.devices import Device
 from fleet.lab.profiles import PROFILES
 from fleet.lab.setup import LOGIN_USER
@@ -238,12 +239,20 @@ def _env_text(values: dict[str, str]) -> str:
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 
-def _controller_files(paths: LabPaths, sites: list[str], site_certs: dict[str, Path]) -> None:
+def connection_env(paths: LabPaths, kind: str) -> dict[str, str]:
+    """``FLEET_BROKER_URL`` (and with RabbitMQ ``FLEET_RESULT_BACKEND``, the lab's redis)."""
+    env = {"FLEET_BROKER_URL": broker_url(paths, kind)}
+    if kind == "rabbitmq":
+        env["FLEET_RESULT_BACKEND"] = redis_url(paths)
+    return env
+
+
+def _controller_files(paths: LabPaths, sites: list[str], site_certs: dict[str, Path], kind: str) -> None:
     d = _mkdir(controller_dir(paths))
     key, cert = ensure_identity(d, "controller", "fleet-lab-controller")
     store = _store(d / "trusted", {f"{s}.pem": site_certs[s] for s in sites})
     write_file(controller_env(paths), "# source with: set -a; . THIS_FILE; set +a\n" + _env_text({
-        "FLEET_BROKER_URL": broker_url(paths), "FLEET_CELERY_KEY": str(key), "FLEET_CELERY_CERT": str(cert),
+        **connection_env(paths, kind), "FLEET_CELERY_KEY": str(key), "FLEET_CELERY_CERT": str(cert),
         "FLEET_CELERY_CERT_STORE": str(store)}), 0o600)
 
 
@@ -328,7 +337,7 @@ def worker_argv(paths: LabPaths, site: str, exe: str) -> list[str]:
             str(WORKER_MAX_DEADLINE), "-v"]
 
 
-def start_worker(paths: LabPaths, site: str, exe: str) -> tuple[ProcRecord, int]:
+def start_worker(paths: LabPaths, site: str, exe: str, kind: str = "redis") -> tuple[ProcRecord, int]:
     """Start ``site``'s worker in its namespace; returns its record and the log offset its
     readiness line will follow."""
     d = site_dir(paths, site)
@@ -338,7 +347,7 @@ def start_worker(paths: LabPaths, site: str, exe: str) -> tuple[ProcRecord, int]
     log = worker_log(paths, site)
     offset = log.stat().st_size if log.exists() else 0
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(d / "home"), "LANG": "C.UTF-8",
-           "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "FLEET_BROKER_URL": broker_url(paths)}
+           "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **connection_env(paths, kind)}
     argv = ["ip", "netns", "exec", sitenet.site_ns(_site_number(site)), *worker_argv(paths, site, exe)]
     with open(log, "ab") as out:
         os.chmod(log, 0o600)
@@ -359,14 +368,17 @@ def worker_ready(paths: LabPaths, site: str, offset: int) -> bool:
 
 # -- up / down / status ----------------------------------------------------------------------------
 
-def up(paths: LabPaths, count: int, *, workers: bool = True) -> dict:
+def up(paths: LabPaths, count: int, *, workers: bool = True, kind: str = "redis") -> dict:
     """Split the running lab's devices into ``count`` sites and bring the sites' network,
-    the broker, the files and (``workers``) a worker per site up; idempotent (a different
-    ``count`` or device set re-splits). Returns :func:`status`. Raises UsageError (exit 2)
-    when the lab is not up or ``count`` does not fit, LabError (exit 1) when a part does
-    not come up."""
+    the broker (``kind``: redis, or rabbitmq with redis for results), the files and
+    (``workers``) a worker per site up; idempotent (another ``count``, broker or device
+    set takes the sites down and up again). Returns :func:`status`. Raises UsageError
+    (exit 2) when the lab is not up, ``count`` does not fit or the broker is not
+    installed, LabError (exit 1) when a part does not come up."""
     if not 1 <= count <= sitenet.MAX_SITES:
         raise UsageError(f"--sites {count}: between 1 and {sitenet.MAX_SITES}")
+    if kind not in broker.KINDS:
+        raise UsageError(f"--broker {kind!r}: choose one of {', '.join(broker.KINDS)}")
     devices = lab_devices(paths)
     if not devices:
         raise UsageError("the lab is not up (no devices in its state): run `fleet lab up` first")
@@ -374,14 +386,17 @@ def up(paths: LabPaths, count: int, *, workers: bool = True) -> dict:
         raise UsageError(f"--sites {count}: more sites than the lab's {len(devices)} devices")
     if not Path(REDIS_SERVER).exists():
         raise UsageError(f"no {REDIS_SERVER} (Debian package redis-server): run `fleet lab setup` first")
+    if kind == "rabbitmq" and not broker.rabbitmq_available():
+        raise UsageError(f"--broker rabbitmq: no {broker.RABBITMQ_SERVER} or rabbitmq user "
+                         f"(apt-get install rabbitmq-server)")
     assignment = split(devices, count)
     st = load(paths)
-    if st.get("count") and st.get("assignment") != assignment:
-        progress(f"sites: re-splitting {len(devices)} devices into {count} sites")
+    if st.get("count") and (st.get("assignment"), st.get("broker_kind", "redis")) != (assignment, kind):
+        progress(f"sites: splitting {len(devices)} devices into {count} sites anew (broker {kind})")
         down(paths)
         st = load(paths)
-    _mkdir(root(paths), 0o755)  # the broker (user redis) goes through it; each part is 0700
-    st.update(count=count, assignment=assignment)
+    _mkdir(root(paths), 0o755)  # the brokers (users redis, rabbitmq) go through it; each part is 0700
+    st.update(count=count, assignment=assignment, broker_kind=kind)
     st.setdefault("workers", {})
     _save(paths, st)
 
@@ -399,14 +414,18 @@ def up(paths: LabPaths, count: int, *, workers: bool = True) -> dict:
             ensure_sshd_listens(paths, by_name[name])
 
     certs = {s: ensure_identity(_mkdir(site_dir(paths, s)), "site", f"fleet-lab-{s}")[1] for s in assignment}
-    _controller_files(paths, list(assignment), certs)
+    _controller_files(paths, list(assignment), certs, kind)
     for site, names in assignment.items():
         _site_files(paths, site, names, controller_dir(paths) / "controller.pem")
     write_inventory(paths, assignment)
     _write_lab_known_hosts(paths)
 
-    st["broker"] = asdict(start_broker(paths, ProcRecord.load(st.get("broker"))))
+    st["broker"] = asdict(broker.start_redis(paths, ProcRecord.load(st.get("broker"))))
     _save(paths, st)
+    if kind == "rabbitmq":
+        recs = broker.start_rabbitmq(paths, st.get("rabbitmq") or {}, WORKER_MAX_DEADLINE + 600)
+        st["rabbitmq"] = {k: asdict(v) if isinstance(v, ProcRecord) else v for k, v in recs.items()}
+        _save(paths, st)
     failures = []
     if workers:
         exe = fleet_executable()
@@ -416,7 +435,7 @@ def up(paths: LabPaths, count: int, *, workers: bool = True) -> dict:
             rec = ProcRecord.load(st["workers"].get(site))
             if rec and rec.alive():
                 continue
-            rec, offset = start_worker(paths, site, exe)
+            rec, offset = start_worker(paths, site, exe, kind)
             st["workers"][site] = asdict(rec)
             waiting.append((site, offset))
         _save(paths, st)
@@ -457,6 +476,7 @@ def down(paths: LabPaths) -> dict:
     st = load(paths)
     before = processes(paths)
     recs = [ProcRecord.load(r) for r in st.get("workers", {}).values()] + [ProcRecord.load(st.get("broker"))]
+    recs += [ProcRecord.load(r) for r in (st.get("rabbitmq") or {}).values()]
     live = [r.pid for r in recs if r and r.alive()]
     if live:
         progress(f"sites: stopping {len(live)} processes")
@@ -474,7 +494,8 @@ def down(paths: LabPaths) -> dict:
         if name in PROFILES and net.netns_exists(name):
             sitenet.delete_device_link(name)
     if _state_path(paths).exists():
-        _save(paths, {"count": 0, "assignment": {}, "workers": {}, "broker": None, "fleet": st.get("fleet")})
+        _save(paths, {"count": 0, "assignment": {}, "workers": {}, "broker": None, "rabbitmq": None,
+                      "fleet": st.get("fleet")})
         if paths.known_hosts.exists():
             _write_lab_known_hosts(paths)
     inventory_path(paths).unlink(missing_ok=True)
@@ -513,10 +534,22 @@ def status(paths: LabPaths) -> dict:
         return doc
     ctl_present = sitenet.ns_exists(sitenet.CTL_NS)
     reaches = [a for a in _device_addresses(paths) if ctl_present and sitenet.route_get(sitenet.CTL_NS, a)]
+    kind = st.get("broker_kind", "redis")
     rec = ProcRecord.load(st.get("broker"))
-    broker_ok = bool(rec and rec.alive() and broker_answers(paths))
-    doc["broker"] = {"namespace": sitenet.BROKER_NS, "address": f"{sitenet.BROKER_ADDRESS}:{sitenet.BROKER_PORT}",
-                     "state": "running" if broker_ok else "down", "pid": rec.pid if rec and rec.alive() else None}
+    redis_ok = bool(rec and rec.alive() and broker.redis_answers(paths))
+    broker_ok = redis_ok
+    doc["broker"] = {"kind": kind, "namespace": sitenet.BROKER_NS,
+                     "address": f"{sitenet.BROKER_ADDRESS}:{sitenet.BROKER_PORT}",
+                     "state": "running" if redis_ok else "down", "pid": rec.pid if rec and rec.alive() else None}
+    if kind == "rabbitmq":
+        rabbit = ProcRecord.load((st.get("rabbitmq") or {}).get("rabbitmq"))
+        rabbit_ok = bool(rabbit and rabbit.alive() and broker.rabbitmq_answers(paths))
+        broker_ok = redis_ok and rabbit_ok
+        doc["broker"]["address"] = f"{sitenet.BROKER_ADDRESS}:{broker.AMQP_PORT}"
+        doc["broker"]["state"] = "running" if rabbit_ok else "down"
+        doc["broker"]["pid"] = rabbit.pid if rabbit_ok else None
+        doc["result_backend"] = {"kind": "redis", "address": f"{sitenet.BROKER_ADDRESS}:{sitenet.BROKER_PORT}",
+                                 "state": "running" if redis_ok else "down"}
     doc["controller"] = {"namespace": sitenet.CTL_NS, "present": ctl_present, "reaches_devices": reaches,
                          "registry_route": bool(ctl_present and sitenet.route_get(sitenet.CTL_NS, net.HOST_ADDRESS))}
     ok = broker_ok and ctl_present and not reaches and doc["controller"]["registry_route"]

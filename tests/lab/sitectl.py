@@ -30,7 +30,7 @@ def probe(inventory: str) -> list[dict]:
     from fleet.executor import CeleryExecutor, work_for
 
     works = [work_for(h, "probe", deadline=180) for h in _hosts(inventory)]
-    ex = CeleryExecutor(os.environ["FLEET_BROKER_URL"])
+    ex = CeleryExecutor(os.environ["FLEET_BROKER_URL"], result_backend=os.environ.get("FLEET_RESULT_BACKEND"))
     rows = []
     for o in ex.map(works, forks=10, label="probing"):
         facts = (o.value or {}).get("facts") if o.ok else None
