@@ -31,45 +31,36 @@ its worker as an unprivileged user, docs/sites.md).
 
 from __future__ import annotations
 
-import base64
 import json
-from dataclasses import asdict
 import os
 import re
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
 
 from fleet.errors import UsageError
-from fleet.lab import labregistry, net, sitenet
-from fleet.lab import broker
-from fleet.lab.broker import REDIS_SERVER, broker_url, redis_url
+from fleet.lab import broker, net, sitenet
+from fleet.lab.broker import REDIS_SERVER
 from fleet.lab.devices import Device
 from fleet.lab.profiles import PROFILES
 from fleet.lab.setup import LOGIN_USER
+from fleet.lab.sitefiles import (connection_env, controller_dir, controller_env, ensure_identity, inventory_path,
+                                 make_dir, node_name, root, site_address, site_dir, site_number, worker_log,
+                                 write_controller_files, write_site_files)
 from fleet.lab.state import LabPaths, ProcRecord, find_processes, load_state, rss_kib, terminate
-from fleet.lab.util import LabError, progress, run, ssh_answers, wait_for, write_file
+from fleet.lab.util import LabError, progress, ssh_answers, wait_for, write_file
 
 WORKER_TIMEOUT = 120.0
 WORKER_CONCURRENCY = 8
 #: Every worker of a broker must use the same value (docs/sites.md, "Delivery").
 WORKER_MAX_DEADLINE = 3600
-SITE_KEY_BITS = 3072
 
 
 # -- layout ------------------------------------------------------------------------------------
-
-def root(paths: LabPaths) -> Path:
-    return paths.root / "sites"
-
-
-def inventory_path(paths: LabPaths) -> Path:
-    return paths.root / "inventory-sites.yaml"
-
 
 def _state_path(paths: LabPaths) -> Path:
     return root(paths) / "state.json"
@@ -84,33 +75,6 @@ def load(paths: LabPaths) -> dict:
 
 def _save(paths: LabPaths, st: dict) -> None:
     write_file(_state_path(paths), json.dumps(st, indent=2) + "\n", 0o600)
-
-
-def site_dir(paths: LabPaths, site: str) -> Path:
-    return root(paths) / site
-
-
-def controller_dir(paths: LabPaths) -> Path:
-    return root(paths) / "controller"
-
-
-def controller_env(paths: LabPaths) -> Path:
-    return controller_dir(paths) / "env"
-
-
-def worker_log(paths: LabPaths, site: str) -> Path:
-    return site_dir(paths, site) / "worker.log"
-
-
-def node_name(site: str) -> str:
-    """The Celery node name of the lab's worker of ``site``: ``fleet-SITE@fleetlab-SITE``."""
-    return f"fleet-{site}@fleetlab-{site}"
-
-
-def _mkdir(path: Path, mode: int = 0o700) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
-    os.chmod(path, mode)
-    return path
 
 
 # -- which device goes where ---------------------------------------------------------------------
@@ -132,14 +96,6 @@ def split(devices: list[Device], count: int) -> dict[str, list[str]]:
         out[sitenet.site_name(n)] = [d.name for d in devices[i:i + k]]
         i += k
     return out
-
-
-def _site_number(site: str) -> int:
-    return int(site.removeprefix("site"))
-
-
-def site_address(site: str, device: str) -> str:
-    return sitenet.site_device_address(_site_number(site), PROFILES[device].octet)
 
 
 def site_of(paths: LabPaths) -> dict[str, str]:
@@ -190,90 +146,6 @@ def write_inventory(paths: LabPaths, assignment: dict[str, list[str]]) -> Path:
             + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
     write_file(inventory_path(paths), text, 0o644)
     return inventory_path(paths)
-
-
-# -- signing identities --------------------------------------------------------------------------
-
-def _cert_valid_days(cert: Path) -> float:
-    from cryptography import x509
-
-    c = x509.load_pem_x509_certificate(cert.read_bytes())
-    return (c.not_valid_after_utc - datetime.now(timezone.utc)) / timedelta(days=1)
-
-
-def ensure_identity(directory: Path, stem: str, cn: str) -> tuple[Path, Path]:
-    """``stem.key`` (RSA, 0600) and ``stem.pem`` (self-signed, 825 days) in ``directory``,
-    made with docs/sites.md's openssl command; remade within 30 days of expiry."""
-    key, cert = directory / f"{stem}.key", directory / f"{stem}.pem"
-    if key.exists() and cert.exists():
-        try:
-            if _cert_valid_days(cert) > 30:
-                os.chmod(key, 0o600)
-                return key, cert
-        except ValueError:
-            pass
-    progress(f"sites: making the signing identity {cn} (openssl)")
-    _mkdir(directory)
-    run(["openssl", "req", "-x509", "-newkey", f"rsa:{SITE_KEY_BITS}", "-nodes", "-days", "825",
-         "-subj", f"/CN={cn}", "-keyout", key, "-out", cert], what=f"openssl ({cn})")
-    os.chmod(key, 0o600)
-    os.chmod(cert, 0o644)
-    return key, cert
-
-
-def _store(directory: Path, certs: dict[str, Path]) -> Path:
-    """A certificate store holding exactly ``certs`` (file name -> certificate)."""
-    _mkdir(directory, 0o755)
-    for p in directory.iterdir():
-        if p.name not in certs:
-            p.unlink()
-    for name, cert in certs.items():
-        if not (directory / name).exists() or (directory / name).read_bytes() != cert.read_bytes():
-            write_file(directory / name, cert.read_bytes(), 0o644)
-    return directory
-
-
-# -- the controller's and the sites' files --------------------------------------------------------
-
-def _env_text(values: dict[str, str]) -> str:
-    return "".join(f"{k}={v}\n" for k, v in values.items())
-
-
-def connection_env(paths: LabPaths, kind: str) -> dict[str, str]:
-    """``FLEET_BROKER_URL`` (and with RabbitMQ ``FLEET_RESULT_BACKEND``, the lab's redis)."""
-    env = {"FLEET_BROKER_URL": broker_url(paths, kind)}
-    if kind == "rabbitmq":
-        env["FLEET_RESULT_BACKEND"] = redis_url(paths)
-    return env
-
-
-def _controller_files(paths: LabPaths, sites: list[str], site_certs: dict[str, Path], kind: str) -> None:
-    d = _mkdir(controller_dir(paths))
-    key, cert = ensure_identity(d, "controller", "fleet-lab-controller")
-    store = _store(d / "trusted", {f"{s}.pem": site_certs[s] for s in sites})
-    write_file(controller_env(paths), "# source with: set -a; . THIS_FILE; set +a\n" + _env_text({
-        **connection_env(paths, kind), "FLEET_CELERY_KEY": str(key), "FLEET_CELERY_CERT": str(cert),
-        "FLEET_CELERY_CERT_STORE": str(store)}), 0o600)
-
-
-def _site_files(paths: LabPaths, site: str, devices: list[str], controller_cert: Path) -> None:
-    d = site_dir(paths, site)
-    _store(d / "trusted", {"controller.pem": controller_cert})
-    home = _mkdir(d / "home")
-    ssh = _mkdir(home / ".ssh")
-    if not (ssh / "id_ed25519").exists() or (ssh / "id_ed25519").read_bytes() != paths.key.read_bytes():
-        write_file(ssh / "id_ed25519", paths.key.read_bytes(), 0o600)
-    lines = []
-    for name in devices:
-        dev = Device(paths, PROFILES[name])
-        kind, blob = dev.host_key.with_suffix(".pub").read_text().split()[:2]
-        lines.append(f"{site_address(site, name)} {kind} {blob}\n")
-    write_file(d / "known_hosts", "".join(lines), 0o644)
-    creds = labregistry.credentials(paths)
-    auth = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
-    _mkdir(home / ".docker")
-    write_file(home / ".docker" / "config.json",
-               json.dumps({"auths": {labregistry.ADDRESS: {"auth": auth}}}, indent=2) + "\n", 0o600)
 
 
 # -- devices' sshd --------------------------------------------------------------------------------
@@ -348,7 +220,7 @@ def start_worker(paths: LabPaths, site: str, exe: str, kind: str = "redis") -> t
     offset = log.stat().st_size if log.exists() else 0
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(d / "home"), "LANG": "C.UTF-8",
            "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **connection_env(paths, kind)}
-    argv = ["ip", "netns", "exec", sitenet.site_ns(_site_number(site)), *worker_argv(paths, site, exe)]
+    argv = ["ip", "netns", "exec", sitenet.site_ns(site_number(site)), *worker_argv(paths, site, exe)]
     with open(log, "ab") as out:
         os.chmod(log, 0o600)
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -395,7 +267,7 @@ def up(paths: LabPaths, count: int, *, workers: bool = True, kind: str = "redis"
         progress(f"sites: splitting {len(devices)} devices into {count} sites anew (broker {kind})")
         down(paths)
         st = load(paths)
-    _mkdir(root(paths), 0o755)  # the brokers (users redis, rabbitmq) go through it; each part is 0700
+    make_dir(root(paths), 0o755)  # the brokers (users redis, rabbitmq) go through it; each part is 0700
     st.update(count=count, assignment=assignment, broker_kind=kind)
     st.setdefault("workers", {})
     _save(paths, st)
@@ -407,16 +279,16 @@ def up(paths: LabPaths, count: int, *, workers: bool = True, kind: str = "redis"
             sitenet.delete_ns(sitenet.site_ns(n))
     by_name = {d.name: d for d in devices}
     for site, names in assignment.items():
-        n = _site_number(site)
+        n = site_number(site)
         sitenet.ensure_site(n)
         for name in names:
             sitenet.ensure_device_link(n, name, by_name[name].profile.octet)
             ensure_sshd_listens(paths, by_name[name])
 
-    certs = {s: ensure_identity(_mkdir(site_dir(paths, s)), "site", f"fleet-lab-{s}")[1] for s in assignment}
-    _controller_files(paths, list(assignment), certs, kind)
+    certs = {s: ensure_identity(make_dir(site_dir(paths, s)), "site", f"fleet-lab-{s}")[1] for s in assignment}
+    write_controller_files(paths, list(assignment), certs, kind)
     for site, names in assignment.items():
-        _site_files(paths, site, names, controller_dir(paths) / "controller.pem")
+        write_site_files(paths, site, names, controller_dir(paths) / "controller.pem")
     write_inventory(paths, assignment)
     _write_lab_known_hosts(paths)
 
@@ -445,7 +317,7 @@ def up(paths: LabPaths, count: int, *, workers: bool = True, kind: str = "redis"
                     or not rec.alive():
                 failures.append(f"{site}: its worker did not get ready (see {worker_log(paths, site)})")
     for site, names in assignment.items():
-        ns = sitenet.site_ns(_site_number(site))
+        ns = sitenet.site_ns(site_number(site))
         for name in names:
             addr = site_address(site, name)
             if not wait_for(lambda: sitenet.in_netns(ns, lambda: ssh_answers(addr)), 10, 0.2):
@@ -457,7 +329,7 @@ def up(paths: LabPaths, count: int, *, workers: bool = True, kind: str = "redis"
 
 def _namespaces(paths: LabPaths) -> list[str]:
     st = load(paths)
-    nums = set(sitenet.present_sites()) | {_site_number(s) for s in st.get("assignment", {})}
+    nums = set(sitenet.present_sites()) | {site_number(s) for s in st.get("assignment", {})}
     return [sitenet.CTL_NS, sitenet.BROKER_NS, *(sitenet.site_ns(n) for n in sorted(nums))]
 
 
@@ -554,7 +426,7 @@ def status(paths: LabPaths) -> dict:
                          "registry_route": bool(ctl_present and sitenet.route_get(sitenet.CTL_NS, net.HOST_ADDRESS))}
     ok = broker_ok and ctl_present and not reaches and doc["controller"]["registry_route"]
     for site, names in st.get("assignment", {}).items():
-        n = _site_number(site)
+        n = site_number(site)
         ns = sitenet.site_ns(n)
         present = sitenet.ns_exists(ns)
         w = ProcRecord.load(st.get("workers", {}).get(site))
@@ -585,7 +457,7 @@ def repair_links(paths: LabPaths) -> None:
     the broker are ``fleet lab sites up``'s."""
     st = load(paths)
     for site, names in st.get("assignment", {}).items():
-        n = _site_number(site)
+        n = site_number(site)
         if not sitenet.ns_exists(sitenet.site_ns(n)):
             continue
         for name in names:

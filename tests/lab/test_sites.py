@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from fleet.lab.profiles import PROFILES
-from tests.labfixture import Lab, fleet as lab_fleet
+from tests.lab.apps import Apps
+from tests.labfixture import FLEET, Lab, fleet as lab_fleet
 
 pytestmark = pytest.mark.lab
 
@@ -31,6 +33,8 @@ CTL = "fleetlab-ctl"
 #: One device per site for the fault tests: x86 (native) and pi4-64 (emulated); the lab
 #: splits devices in address order, so with five or seven boards they land on two sites.
 PAIR = ["x86", "pi4-64"]
+#: The sample app under this module's own names (the shared `hello` listens on 8080).
+NAME, PORT, REPO = "sites-hello", 18380, "sites/hello"
 
 
 @dataclass
@@ -68,6 +72,33 @@ class Sites:
         return subprocess.run(["ip", "netns", "exec", CTL, *argv], capture_output=True, text=True,
                               timeout=timeout, env=self.env(), cwd=ROOT)
 
+    def up(self, *args: str) -> dict:
+        """``fleet lab sites up --sites 2 ARGS``; the new status document is kept."""
+        cp = lab_fleet("lab", "sites", "up", "--sites", "2", "--json", *args, timeout=600)
+        assert cp.returncode == 0, f"fleet lab sites up {' '.join(args)} -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+        self.doc = json.loads(cp.stdout)
+        assert self.doc["ok"], json.dumps(self.doc, indent=1)
+        return self.doc
+
+    def deploy_args(self, playbook: Path, *devices: str) -> list[str]:
+        return [*FLEET, "deploy", str(playbook), "-i", self.inventory, "--executor", "celery", "--json",
+                "--limit", ",".join(devices)]
+
+    def deploy(self, playbook: Path, *devices: str) -> dict[str, dict]:
+        """``fleet deploy --executor celery`` from the controller's namespace: rows by host."""
+        cp = self.ctl(*self.deploy_args(playbook, *devices), timeout=900)
+        assert cp.stdout.strip(), cp.stderr
+        return {r["host"]: r for r in json.loads(cp.stdout)}
+
+    def start(self, argv: list[str]) -> subprocess.Popen:
+        """``argv`` in the controller's namespace in the background; stdout/stderr to files
+        (``p.log`` + ``.out``/``.err``)."""
+        log = self.root / f"run-{time.monotonic_ns()}"
+        p = subprocess.Popen(["ip", "netns", "exec", CTL, *argv], stdout=open(f"{log}.out", "w"),
+                             stderr=open(f"{log}.err", "w"), env=self.env(), cwd=ROOT, start_new_session=True)
+        p.log = log  # type: ignore[attr-defined]
+        return p
+
     def probe(self, inventory: str | None = None) -> list[dict]:
         cp = self.ctl(sys.executable, "-m", "tests.lab.sitectl", "probe", inventory or self.inventory)
         assert cp.returncode == 0 and cp.stdout.strip(), cp.stderr
@@ -76,11 +107,9 @@ class Sites:
 
 @pytest.fixture(scope="module")
 def sites(lab: Lab, tmp_path_factory) -> Sites:
-    cp = lab_fleet("lab", "sites", "up", "--sites", "2", "--json", timeout=600)
-    assert cp.returncode == 0, f"fleet lab sites up -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
-    doc = json.loads(cp.stdout)
-    assert doc["ok"], json.dumps(doc, indent=1)
-    yield Sites(lab, doc, tmp_path_factory.mktemp("sites"))
+    s = Sites(lab, {}, tmp_path_factory.mktemp("sites"))
+    s.up()
+    yield s
     down = lab_fleet("lab", "sites", "down", timeout=300)
     assert down.returncode == 0, down.stderr
     assert not json.loads(lab_fleet("lab", "status", "--json").stdout)["sites"]["configured"]
@@ -157,3 +186,85 @@ def test_an_unsigned_job_injected_into_the_lab_broker_is_refused_and_the_device_
     assert next(r for r in rows if r["host"] == device)["error"] is None
     after = _counters(device)
     assert after["rx"] > before["rx"] and after["tx"] > before["tx"]
+
+
+# -- deploy through the sites ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def apps(sites: Sites, tmp_path_factory) -> Apps:
+    a = Apps(sites.lab, tmp_path_factory.mktemp("sites-hello"), NAME, PORT, REPO)
+    a.clean(PAIR)
+    yield a
+    a.clean(PAIR)
+
+
+def _ran_at_its_site(sites: Sites, row: dict) -> None:
+    site = sites.site_of(row["host"])
+    assert (row["site"], row["worker"]) == (site["name"], site["worker"]["node"]), row
+
+
+def _running(apps: Apps, device: str) -> str:
+    """What the app serves on ``device``, after checking its container runs."""
+    c = apps.container(device)
+    assert c is not None and c["State"]["Running"], (device, c and c["State"])
+    return apps.serves(device)
+
+
+def test_deploy_across_two_sites_through_celery_every_device_verified_by_its_site(sites: Sites, apps: Apps):
+    t0 = time.monotonic()
+    rows = sites.deploy(apps.playbook("1"), *PAIR)
+    took = time.monotonic() - t0
+    assert sorted(rows) == sorted(PAIR)
+    assert {sites.site_of(d)["name"] for d in PAIR} == {"site1", "site2"}
+    for d, r in rows.items():
+        assert r["result"] == "verified", json.dumps(r, indent=1)
+        _ran_at_its_site(sites, r)
+        assert _running(apps, d).startswith("hello 1 "), d
+    cp = sites.ctl(*FLEET, "verify", str(apps.playbook("1")), "-i", sites.inventory, "--executor", "celery",
+                   "--json", "--limit", ",".join(PAIR))
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    for r in json.loads(cp.stdout):
+        _ran_at_its_site(sites, r)
+    print(f"\ndeploy of {NAME} to {', '.join(PAIR)} through two site workers: {took:.1f} s")
+
+
+def test_a_site_worker_killed_mid_rollout_its_job_is_delivered_again_and_no_device_is_left_without_its_app(
+        sites: Sites, apps: Apps):
+    """SIGKILL of x86's site worker while x86 runs the new release's health check. The
+    sites run RabbitMQ here, which re-queues a dead worker's jobs at once (with Redis the
+    job comes back only after the visibility timeout, past the job's deadline: the device
+    would be reported after its deadline instead); the lab starts the worker again, as a
+    site box's service manager would, and it runs the job again: the device-side
+    transaction already running makes that harmless."""
+    sites.up("--broker", "rabbitmq")
+    for d in PAIR:
+        if not apps.serves(d).startswith("hello 1 "):
+            rows = sites.deploy(apps.playbook("1"), d)
+            assert rows[d]["result"] == "verified", rows
+    victim = "x86"
+    site = sites.site_of(victim)
+    log = sites.worker_log(victim)
+    offset = len(log.read_text(errors="replace"))
+    p = sites.start(sites.deploy_args(apps.playbook("2", running=10), *PAIR))
+    try:
+        apps.wait(lambda: apps.status(victim) == "health", 300, f"{victim} in its health check")
+        os.kill(site["worker"]["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        sites.up("--broker", "rabbitmq")  # the site's worker comes back
+        assert sites.site_of(victim)["worker"]["pid"] != site["worker"]["pid"]
+        p.wait(600)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(30)
+    out = Path(f"{p.log}.out").read_text()
+    rows = {r["host"]: r for r in json.loads(out)}
+    assert p.returncode == 0, Path(f"{p.log}.err").read_text()
+    for d in PAIR:
+        assert rows[d]["result"] == "verified", json.dumps(rows[d], indent=1)
+        _ran_at_its_site(sites, rows[d])
+        # no device without its app: running, on the new release here
+        assert _running(apps, d).startswith("hello 2 "), d
+    got = log.read_text(errors="replace")[offset:]
+    assert f"deploy {victim}: ok in" in got and "(redelivered)" in got, got[-3000:]
+    print(f"\nworker killed; {victim} verified through the redelivered job {time.monotonic() - killed:.1f} s later")
