@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from fleet.errors import UsageError
-from fleet.lab import labregistry, net
+from fleet.lab import labregistry, net, sites
 from fleet.lab.devices import Device, known_hosts_text, state_of
 from fleet.lab.mounts import is_mount_point, umount_under
 from fleet.lab.profiles import PROFILES, Profile
@@ -25,6 +25,7 @@ from fleet.lab.state import (LabPaths, ProcRecord, ensure_chroot_safe_dir, find_
                              rss_kib, save_state, terminate)
 from fleet.lab.profiles import arches_for
 from fleet.lab.util import LabError, progress, run, wait_for, write_file
+from fleet.output import warn
 
 ENGINE_TIMEOUT = 120.0
 SSHD_TIMEOUT = 30.0
@@ -95,8 +96,14 @@ def up(paths: LabPaths, profiles: list[Profile]) -> dict:
         if not ok:
             log = dev.engine_dir / "dockerd.log" if what == "engine" else dev.dir / "sshd.log"
             failures.append(f"{dev.name}: its {what} did not answer (see {log})")
-    write_file(paths.known_hosts, known_hosts_text(devices))
+    # the site addresses stay known while the sites are up (sites.py)
+    write_file(paths.known_hosts, known_hosts_text(devices) + sites.known_hosts_lines(paths))
     write_inventory(paths, devices)
+    if sites.load(paths).get("count"):
+        try:
+            sites.repair_links(paths)  # a device made afresh lost its site link with its namespace
+        except LabError as exc:
+            warn(f"sites: could not give every device its site link again ({exc}); run `fleet lab sites up`")
     state["last_up_seconds"] = round(time.monotonic() - t0, 1)
     save_state(paths, state)
     if failures:
@@ -133,8 +140,9 @@ def _devices_in(paths: LabPaths, state: dict) -> list[Device]:
 
 
 def status(paths: LabPaths) -> dict:
-    """Status document (see ``fleet lab status --json``); ``ok`` False when something the
-    lab started is down, or when the lab is not up."""
+    """Status document (see ``fleet lab status --json``; ``sites`` is sites.status's); ``ok``
+    False when something the lab started is down (the sites too, once they are up), or
+    when the lab is not up."""
     state = load_state(paths)
     reg_rec = ProcRecord.load(state.get("registry"))
     f = labregistry.files(paths)
@@ -157,7 +165,8 @@ def status(paths: LabPaths) -> dict:
         "processes": len(pids),
         "rss_mib": round(rss_kib(pids) / 1024, 1),
     }
-    doc["ok"] = bool(devices) and reg_ok and all(d["state"] == "running" for d in devices)
+    doc["sites"] = sites.status(paths)
+    doc["ok"] = bool(devices) and reg_ok and all(d["state"] == "running" for d in devices) and doc["sites"]["ok"]
     return doc
 
 
@@ -176,6 +185,7 @@ def down(paths: LabPaths) -> dict:
     binfmt_misc entries and the host engine (machine set-up, see ``fleet lab setup``).
     Returns ``{"stopped": N, "left": [...]}`` where ``left`` lists anything that survived.
     """
+    site_res = sites.down(paths)  # its workers and broker first: they live in namespaces removed below
     state = load_state(paths)
     devices = _devices_in(paths, state)
     before = lab_processes(paths, state)
@@ -204,7 +214,7 @@ def down(paths: LabPaths) -> dict:
     if paths.root.exists():
         save_state(paths, state)
     left = leftovers(paths)
-    return {"stopped": len(before), "left": left}
+    return {"stopped": len(before) + site_res["stopped"], "left": left}
 
 
 def leftovers(paths: LabPaths) -> list[str]:
@@ -214,6 +224,7 @@ def leftovers(paths: LabPaths) -> list[str]:
     prefix = str(paths.root) + "/"
     out += [f"mount {m.point}" for m in mounts() if m.point.startswith(prefix) or m.point == str(paths.root)]
     out += [f"netns {n}" for n in net.lab_namespaces()]
+    out += [x for x in sites.leftovers(paths) if not x.startswith("netns ")]
     if net.bridge_exists():
         out.append(f"bridge {net.BRIDGE}")
     return out

@@ -89,7 +89,9 @@ class Device:
         env = f"SetEnv QEMU_CPU={self.profile.qemu_cpu}\n" if self.profile.qemu_cpu else ""
         self.sshd_config.write_text(
             f"# fleet lab device {self.name} ({self.profile.description})\n"
-            f"ListenAddress {self.address}:22\n"
+            # every address of the device, as a real board's sshd: its lab address and,
+            # with `fleet lab sites up`, its site address (eth1, added later)
+            "ListenAddress 0.0.0.0:22\n"
             f"HostKey {self.host_key}\n"
             f"PidFile {self.dir / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {ak}\n"

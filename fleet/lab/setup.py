@@ -44,7 +44,7 @@ from fleet.output import warn
 HOST_PACKAGES = (
     "docker.io", "containerd", "runc", "docker-registry", "openssh-server", "openssh-client",
     "qemu-user-static", "busybox-static", "skopeo", "binfmt-support", "iproute2", "openssl",
-    "util-linux",
+    "util-linux", "redis-server",  # the sites' broker (`fleet lab sites up`)
 )
 #: Per foreign architecture: the engine, the static busybox, dash (the login shell: busybox's
 #: own sh runs its applets before PATH, which would hide the pi4-32on64 `uname`), and the
