@@ -11,7 +11,9 @@ what the caller asks for:
 
 - ``port``: it listens on the device's address and this port (the device's sshd keeps 22);
 - ``users`` and ``authorized_keys``: who may log in (host accounts: sshd resolves the
-  user before it enters the chroot);
+  user before it enters the chroot) with which public keys (lines; default the device's
+  own authorized_keys file; sshd reads the file as the user, so it is written in this
+  server's world-readable folder);
 - ``binds``: ``{host path: path inside the device's root filesystem}`` bind-mounted in
   the private mount namespace only, e.g. a counting proxy socket over the engine's
   socket, seen by this sshd's logins and nobody else;
@@ -44,7 +46,7 @@ class DeviceSshd:
     """An extra sshd on lab device ``device`` of the lab in ``lab_dir`` (module docstring)."""
 
     def __init__(self, lab_dir: Path, device: str, port: int, users: list[str], *,
-                 authorized_keys: Path | None = None, binds: dict[str, str] | None = None, extra: str = ""):
+                 authorized_keys: str | None = None, binds: dict[str, str] | None = None, extra: str = ""):
         self.paths = LabPaths(Path(lab_dir))
         self.device = device
         self.dir = self.paths.device_dir(device)
@@ -52,12 +54,16 @@ class DeviceSshd:
         self.address = net.device_address(PROFILES[device].octet)
         self.port = port
         self.users = users
-        self.authorized_keys = authorized_keys or self.dir / "authorized_keys"
         self.binds = dict(binds or {})
         self.extra = extra
         # sshd reads its files as root; the chroot rule applies to the root filesystem only
         self.work = Path(tempfile.mkdtemp(prefix=f"fleet-devsshd-{device}-", dir="/tmp"))
         self.work.chmod(0o755)
+        self.authorized_keys = self.dir / "authorized_keys"
+        if authorized_keys is not None:
+            self.authorized_keys = self.work / "authorized_keys"
+            self.authorized_keys.write_text(authorized_keys)
+            self.authorized_keys.chmod(0o644)
         self.config = self.work / "sshd_config"
         self.pidfile = self.work / "sshd.pid"
         self.log = self.work / "sshd.log"
