@@ -6,9 +6,16 @@ rest), all sharing one port, all of 127.0.0.0/8 being on ``lo`` without configur
 Each sshd process has its own generated ed25519 host key, so a known_hosts file of a
 fleet of 1000 holds 1000 lines and 63 distinct keys, as a real fleet's would hold N keys.
 
-Logins are key-only, for a dedicated login user (default ``fleetbench``, shell /bin/sh,
-a home with no dotfiles): root's bash start-up files run ``pyenv init`` on this machine
-and took 15-39 s per login under load here (``pyenv init`` takes a global lock).
+Logins are key-only, for a dedicated login user (shell /bin/sh, a home with no dotfiles):
+root's bash start-up files run ``pyenv init`` on this machine and took 15-39 s per login
+under load here (``pyenv init`` takes a global lock). With ``engine=True`` the devices give their logins the host's Docker engine as a device gives its user its
+own: the login is ``fleetbench-dock``, a member of group ``docker`` (the engine socket is
+root:docker 0660), and sshd allows local forwarding, so fleet opens its
+``direct-streamlocal`` channel to the engine's socket (OpenSSH refuses those channels
+under ``AllowTcpForwarding no``, channels.c). With ``engine=False`` (the
+default) the login is ``fleetbench``, which the engine refuses, and forwarding is off:
+every engine request fails, as on a device whose user may not use Docker (the benchmark
+runs before the Engine API were measured that way).
 ``MaxStartups`` is raised so F parallel handshakes are not dropped by sshd's default
 10:30:100 early-drop rule.
 
@@ -48,6 +55,9 @@ SSHD = "/usr/sbin/sshd"
 PER_PROCESS = 16  # OpenSSH's MAX_LISTEN_SOCKS
 DEFAULT_USER = "fleetbench"
 DEFAULT_HOME = Path("/var/lib/fleetbench")
+#: The login of devices whose engine the login may use (member of the socket's group).
+ENGINE_USER = "fleetbench-dock"
+ENGINE_GROUP = "docker"
 
 
 def addresses(n: int, first: str = "127.0.1.1") -> list[str]:
@@ -67,8 +77,9 @@ def addresses(n: int, first: str = "127.0.1.1") -> list[str]:
     return out
 
 
-def ensure_user(name: str = DEFAULT_USER, home: Path = DEFAULT_HOME) -> pwd.struct_passwd:
-    """Create the dedicated login user if missing (system user, /bin/sh, empty home).
+def ensure_user(name: str = DEFAULT_USER, home: Path = DEFAULT_HOME, groups: tuple[str, ...] = ()) -> pwd.struct_passwd:
+    """Create the dedicated login user if missing (system user, /bin/sh, empty home), a
+    member of ``groups``.
 
     Its password field is ``*`` (not the locked ``!``): sshd with ``UsePAM no`` refuses
     a locked account even for key logins.
@@ -83,6 +94,11 @@ def ensure_user(name: str = DEFAULT_USER, home: Path = DEFAULT_HOME) -> pwd.stru
         )
         pw = pwd.getpwnam(name)  # raises if another process's useradd also failed
         subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+    import grp
+
+    for g in groups:
+        if name not in grp.getgrnam(g).gr_mem:
+            subprocess.run(["usermod", "-a", "-G", g, name], check=True, capture_output=True)
     h = Path(pw.pw_dir)
     (h / ".ssh" / "keys").mkdir(parents=True, exist_ok=True)
     for p in (h, h / ".ssh", h / ".ssh" / "keys"):
@@ -120,14 +136,17 @@ class LoopFleet:
     n: int
     port: int = 2222
     first: str = "127.0.1.1"
-    user: str = DEFAULT_USER
+    user: str = ""
     max_startups: int = 2000
     hide: tuple[str, ...] = ()
+    engine: bool = False
     addrs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.dir = Path(self.dir).resolve()
         self.addrs = addresses(self.n, self.first)
+        if not self.user:
+            self.user = ENGINE_USER if self.engine else DEFAULT_USER
 
     # paths -------------------------------------------------------------------------
     @property
@@ -161,7 +180,10 @@ class LoopFleet:
     def prepare(self) -> None:
         """Write keys, sshd configurations, known_hosts, ssh_config and the full inventories."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        pw = ensure_user(self.user)
+        if self.user == ENGINE_USER:
+            pw = ensure_user(self.user, DEFAULT_HOME.with_name(ENGINE_USER), (ENGINE_GROUP,))
+        else:
+            pw = ensure_user(self.user)
         _keygen(self.client_key, "fleet-bench-client")
         ak = self._auth_keys()
         ak.write_text(self.client_key.with_suffix(".pub").read_text())
@@ -208,7 +230,7 @@ UseDNS no
 PrintMotd no
 PrintLastLog no
 X11Forwarding no
-AllowTcpForwarding no
+{"AllowTcpForwarding local" if self.engine else "AllowTcpForwarding no"}
 # Ansible copies modules with sftp
 Subsystem sftp internal-sftp
 LogLevel ERROR
@@ -344,7 +366,8 @@ Host *
 
 def _load(dir: Path) -> LoopFleet:
     d = json.loads((Path(dir) / "fleet.json").read_text())
-    return LoopFleet(Path(d["dir"]), d["n"], d["port"], d["first"], d["user"], d["max_startups"], tuple(d["hide"]))
+    return LoopFleet(Path(d["dir"]), d["n"], d["port"], d["first"], d["user"], d["max_startups"], tuple(d["hide"]),
+                     d.get("engine", False))
 
 
 def main(argv: list[str] | None = None) -> int:

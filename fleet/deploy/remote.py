@@ -4,7 +4,6 @@ link or the controller was lost, collect what the device did meanwhile."""
 
 from __future__ import annotations
 
-import select
 import shlex
 import time
 from dataclasses import dataclass
@@ -139,7 +138,7 @@ def _stream(session, command: str, stdin: bytes, timeout: float, on_line: Callab
     status. Raises the session's SSHError when the connection drops."""
     from paramiko.ssh_exception import SSHException
 
-    from fleet.ssh import SSHError
+    from fleet.ssh import SSHError, wait_readable
 
     name = session.target.name
     try:
@@ -175,7 +174,7 @@ def _stream(session, command: str, stdin: bytes, timeout: float, on_line: Callab
                 raise SSHError(name, f"no end of the device transaction after {timeout:.0f} s")
             if not session.transport.is_active():
                 raise SSHError(name, "connection lost while following the device transaction")
-            select.select([chan], [], [], 1.0)
+            wait_readable(chan, 1.0)
         if buf:
             on_line(buf.decode("utf-8", "replace"))
         return chan.recv_exit_status()

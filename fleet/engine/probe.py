@@ -23,7 +23,6 @@ command that goes on to deploy talks to the engine without another handshake.
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from fleet.engine.transport import (
 )
 from fleet.facts import ProbeError, new_boundary, parse_probe_output, probe_command
 from fleet.log import logger
-from fleet.ssh import CommandResult, CommandTimeout, SSHError
+from fleet.ssh import CommandResult, CommandTimeout, SSHError, wait_readable
 from fleet.ssh._util import printable
 
 __all__ = ["EngineProbe", "gather_with_api", "API_FACTS"]
@@ -183,7 +182,6 @@ def _read_all(chan: Any, deadline: float, name: str, command: str) -> CommandRes
     ``deadline`` (raises :class:`CommandTimeout` with what arrived)."""
     out: list[bytes] = []
     err: list[bytes] = []
-    fd = chan.fileno()
     while True:
         while chan.recv_ready():
             out.append(chan.recv(65536))
@@ -194,7 +192,7 @@ def _read_all(chan: Any, deadline: float, name: str, command: str) -> CommandRes
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise CommandTimeout(name, f"probe timed out: {command[:60]}", stdout=b"".join(out), stderr=b"".join(err))
-        select.select([fd], [], [], remaining)
+        wait_readable(chan, remaining)
     if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
         raise CommandTimeout(name, "probe timed out waiting for its exit status", stdout=b"".join(out),
                              stderr=b"".join(err))

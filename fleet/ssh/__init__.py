@@ -61,6 +61,7 @@ from fleet.ssh.session import (
     CommandResult,
     Session,
     connect,
+    wait_readable,
 )
 from fleet.ssh.target import PROBE_TIMEOUT_VAR, SSHSettings, Target, target_for
 
@@ -77,6 +78,7 @@ __all__ = [
     "Session",
     "target_for",
     "connect",
+    "wait_readable",
     "Algorithms",
     "DEFAULT_ALGORITHMS",
     "SSHError",

@@ -32,6 +32,7 @@ CommandResult``; ``Session.close()``.
 from __future__ import annotations
 
 import errno
+import math
 import select
 import socket
 import threading
@@ -61,7 +62,8 @@ from fleet.ssh.known_hosts import lookup_known, preferred_key_types, verify_host
 from fleet.ssh.proxy import ProxyProcess
 from fleet.ssh.target import SSHSettings, Target
 
-__all__ = ["connect", "Session", "CommandResult", "RETRY_BUDGET", "DEFAULT_MAX_OUTPUT", "PROBE_MAX_OUTPUT"]
+__all__ = ["connect", "Session", "CommandResult", "wait_readable", "RETRY_BUDGET", "DEFAULT_MAX_OUTPUT",
+           "PROBE_MAX_OUTPUT"]
 
 #: Seconds after the first connect attempt during which a transient failure is retried.
 RETRY_BUDGET = 5.0
@@ -80,6 +82,23 @@ class CommandResult:
     exit_status: int
     stdout: bytes
     stderr: bytes
+
+
+def wait_readable(chan: Any, timeout: float | None) -> bool:
+    """Wait until paramiko channel ``chan`` has data or EOF or is closed (its
+    :meth:`~paramiko.channel.Channel.fileno` pipe is readable), at most ``timeout`` seconds
+    (None: no limit). True when it is readable.
+
+    poll(2), not select(2): select takes only descriptors below FD_SETSIZE (1024; select(2)
+    "BUGS") and fails with "filedescriptor out of range in select()" above it. A controller
+    holding one session per device passes 1024 descriptors at a few hundred devices (a
+    socket per session, two pipe descriptors per waited-on channel); a poll object takes
+    any descriptor and, unlike an epoll selector, needs none of its own.
+    """
+    p = select.poll()
+    p.register(chan.fileno(), select.POLLIN)
+    ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    return bool(p.poll(ms))
 
 
 class _Transient(Exception):
@@ -390,7 +409,6 @@ class Session:
             pending = memoryview(stdin) if stdin else None
             if pending is None:
                 chan.shutdown_write()
-            fd = chan.fileno()
             while True:
                 while chan.recv_ready():
                     take(out, chan.recv(_CHUNK))
@@ -412,7 +430,7 @@ class Session:
                                          stdout=bytes(out), stderr=bytes(errb))
                 # the channel's pipe is readable while either buffer holds data or on EOF;
                 # while stdin is pending poll briefly for window space as well
-                select.select([fd], [], [], min(remaining, 0.05) if pending is not None else remaining)
+                wait_readable(chan, min(remaining, 0.05) if pending is not None else remaining)
             remaining = max(0.0, deadline - time.monotonic())
             if not chan.status_event.wait(remaining):
                 raise CommandTimeout(

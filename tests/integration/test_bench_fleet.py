@@ -97,3 +97,22 @@ def test_stop_ends_only_its_own_sshd(tmp_path):
             import os
             import signal
             os.kill(pids[0], signal.SIGTERM)
+
+
+@pytest.mark.skipif(not Path("/var/run/docker.sock").is_socket(), reason="no Docker engine on this host")
+def test_engine_fleet_lets_fleet_reach_the_engine_over_its_api(tmp_path):
+    """``engine=True``: the login may use the host engine and sshd allows the streamlocal
+    channel, so fleet's probe reads the engine through the API (the benchmark's default)."""
+    fl = loopfleet.LoopFleet(tmp_path / "f", 2, port=loopfleet.free_port(FIRST), first=FIRST, engine=True)
+    fl.start()
+    try:
+        assert fl.user == loopfleet.ENGINE_USER
+        inv = fl.write_inventories(2)
+        r = subprocess.run([str(ROOT / ".venv/bin/fleet"), "probe", "-i", str(inv["yaml"]), "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert [d["engine_via"] for d in doc] == ["api", "api"], doc
+        assert all(d["cost"]["path"] == "streamlocal" for d in doc)
+    finally:
+        fl.stop()
