@@ -40,7 +40,7 @@ def test_per_device_bytes_and_ratio():
     rows = deploybench._per_device(report, {"a": (100, 10), "b": (0, 0)}, {"a": (1350, 60), "b": (500, 70)})
     assert rows[0] == {"device": "a", "entry_platform": "linux/arm/v6", "child_size": 1000,
                        "rx_by_device_bytes": 1250, "tx_by_device_bytes": 50, "ratio": 1.25,
-                       "result": "verified", "device_seconds": 3.0, "actions": None}
+                       "result": "verified", "device_seconds": 3.0, "actions": None, "cost": None}
     assert rows[1]["ratio"] == 0.25 and rows[1]["tx_by_device_bytes"] == 70
     # no report (deploy crashed): bytes still counted, no ratio
     assert deploybench._per_device(None, {"a": (0, 0)}, {"a": (5, 1)})[0]["ratio"] is None

@@ -212,7 +212,8 @@ def test_device_report_round_trip_with_every_field():
                        "sha256:" + "b" * 64, Result.ROLLED_BACK, "new version unhealthy", 12.3,
                        ["pull x", "create app.new"], [{"name": "platform", "ok": True, "detail": "linux/arm/v7"}],
                        "log line", {"deployment": "D0", "index_digest": "sha256:" + "c" * 64}, 10**9, 10**8,
-                       {"channels_opened": 3}, [{"service": "web", "result": "rolled-back"}], "fleet-a@box", "a")
+                       {"channels_opened": 3}, [{"service": "web", "result": "rolled-back"}], "fleet-a@box", "a",
+                       "sha256:" + "d" * 64)
     for f in dataclasses.fields(DeviceReport):
         assert getattr(rep, f.name) != _default(f), f.name
     d = through_json(rep.to_dict())

@@ -157,17 +157,28 @@ def test_a_stopped_rollout_records_every_device_in_the_history_skipped_ones_too(
     from types import SimpleNamespace
 
     from fleet.deploy import DeployOptions
+    from fleet.executor.local import WorkOutcome
     from fleet.pipeline.rollouts import DeployRun, _Rollout
 
     hosts = ["x86", "pi4-64", "pi3-32", "pi-zero", "pi4-32on64"]
-    run = SimpleNamespace(connections=SimpleNamespace(abort=lambda: None, aborted=False))
-    jobs = {h: SimpleNamespace(host=h, plan=None) for h in hosts}
     touched = []
 
+    def run_map(works, label, **kw):  # the executor's map: each work item's report, as a worker sends it
+        out = []
+        for w in works:
+            touched.append(w.host)
+            bad = w.host == "pi3-32"
+            rep = DeviceReport(w.host, result=Result.UNREACHABLE if bad else Result.VERIFIED,
+                               reason="connection lost" if bad else "")
+            out.append(WorkOutcome(w, rep.to_dict(), None, 0.1))
+        return out
+
+    run = SimpleNamespace(connections=SimpleNamespace(abort=lambda: None, aborted=False),
+                          executor=SimpleNamespace(preflight=lambda works: None), map=run_map)
+    jobs = {h: SimpleNamespace(host=h, plan=None) for h in hosts}
+
     def work(job):
-        touched.append(job.host)
-        return DeviceReport(job.host, result=Result.UNREACHABLE if job.host == "pi3-32" else Result.VERIFIED,
-                            reason="connection lost" if job.host == "pi3-32" else "")
+        return SimpleNamespace(host=job.host)
 
     spec = RolloutSpec(batches=parse_batches("1,50%,100%"), max_fail=0)
     with History(tmp_path / "h" / "history.sqlite") as h:
