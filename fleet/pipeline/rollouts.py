@@ -18,9 +18,10 @@ still finish by themselves.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from fleet.compose import resolve_fleet
 from fleet.deploy import App, DeployOptions, DeviceJob, Unit, report_for
@@ -230,6 +231,24 @@ def _history_end(history: History | None, out: DeployRun) -> None:
                            publish=out.published.to_dict() if out.published else None, images=out.images())
 
 
+@contextmanager
+def _history_open(history: History | None, out: DeployRun) -> Iterator[None]:
+    """Close the run's history row when what happens between its start and its end raises
+    (a bug, a broker gone, a full disk): ``ok`` 0 and ``stopped`` "aborted: ..." with the
+    error, instead of a row that reads as still running forever. The error goes on up."""
+    try:
+        yield
+    except BaseException as exc:
+        if history is not None:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            try:
+                history.update_run(out.deployment, finished=_now(), ok=0, stopped=f"aborted: {what}"[:500],
+                                   summary="aborted")
+            except Exception:  # the history itself failing must not hide the first error
+                pass
+        raise
+
+
 def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: DeployOptions | None = None,
            published: PublishResult | None = None, rollout: RolloutSpec | None = None,
            history: History | None = None, log: Callable[[str], None] = lambda s: None,
@@ -278,21 +297,22 @@ def deploy(run: Run, playbook: Playbook, *, check: bool = False, options: Deploy
     preset = {p.host: _unreachable(p) for p in probed if p.facts is None}
     if not check:
         _history_start(history, out, playbook)
-    roll = _Rollout(run, out, spec if not check else RolloutSpec(), opts, None if check else history, on_done,
-                    "checking" if check else "deploying")
-    with deploy_hooks(opts.deployment, opts.hooks):
-        reports = roll.go([p.host for p in probed], jobs, preset,
-                          lambda job: _deploy_work(run, job, app, opts, check=check), graceful=not check)
-    by_host = {p.host: p for p in probed}
-    if out.stopped and spec.on_failure == "rollback" and not check:
-        updated = [h for h, r in reports.items() if r.result is Result.VERIFIED]
-        if updated:
-            progress_line(f"rollout stopped at {out.stopped}: rolling back {len(updated)} updated device(s)")
-            back = _roll_back(run, playbook, updated, options, reason=out.stopped, by_host=by_host)
-            for h, rep in back.items():
-                reports[h] = rep
-            if history is not None:
-                history.add_devices(out.deployment, list(back.values()))
+    with _history_open(None if check else history, out):
+        roll = _Rollout(run, out, spec if not check else RolloutSpec(), opts, None if check else history, on_done,
+                        "checking" if check else "deploying")
+        with deploy_hooks(opts.deployment, opts.hooks):
+            reports = roll.go([p.host for p in probed], jobs, preset,
+                              lambda job: _deploy_work(run, job, app, opts, check=check), graceful=not check)
+        by_host = {p.host: p for p in probed}
+        if out.stopped and spec.on_failure == "rollback" and not check:
+            updated = [h for h, r in reports.items() if r.result is Result.VERIFIED]
+            if updated:
+                progress_line(f"rollout stopped at {out.stopped}: rolling back {len(updated)} updated device(s)")
+                back = _roll_back(run, playbook, updated, options, reason=out.stopped, by_host=by_host)
+                for h, rep in back.items():
+                    reports[h] = rep
+                if history is not None:
+                    history.add_devices(out.deployment, list(back.values()))
     out.devices = list(reports.values())
     out.finished = _now()
     if not check:
@@ -346,8 +366,9 @@ def rollback(run: Run, playbook: Playbook, *, to: str | None = None, options: De
             raise UsageError(f"--to {to}: no deployment with that id in the history ({history.path})")
     probed = probe(run)
     _history_start(history, out, playbook)
-    reports = _rollback_devices(run, playbook, probed, target, options, history, out, on_done,
-                                spec=rollout or playbook.rollout)
+    with _history_open(history, out):
+        reports = _rollback_devices(run, playbook, probed, target, options, history, out, on_done,
+                                    spec=rollout or playbook.rollout)
     out.devices = list(reports.values())
     out.finished = _now()
     _history_end(history, out)

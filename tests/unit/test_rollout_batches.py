@@ -255,3 +255,19 @@ def test_history_written_by_an_older_fleet_gains_the_new_columns(tmp_path):
         assert "index_digest" in {row[1] for row in h.db.execute("PRAGMA table_info(devices)")}
         h.db.execute("UPDATE runs SET images=? WHERE id='old'", ('{"web": "x"}',))
         assert h.db.execute("SELECT images FROM runs WHERE id='old'").fetchone()[0] == '{"web": "x"}'
+
+
+def test_a_run_that_raises_is_closed_in_the_history_as_aborted(tmp_path):
+    """An error between a run's history start and end (a bug, the broker gone) leaves the
+    row finished with ok 0 and why, not a run that reads as still going; the error goes on."""
+    from fleet.pipeline.rollouts import DeployRun, _history_open
+
+    with History(tmp_path / "h" / "history.sqlite") as h:
+        out = DeployRun("d2", "p.yaml", "r/hello:1", False, "2026-12-02T00:00:00+00:00")
+        h.start_run("d2", "deploy", app="hello")
+        assert h.run("d2")["finished"] is None
+        with pytest.raises(RuntimeError, match="boom"):
+            with _history_open(h, out):
+                raise RuntimeError("boom")
+        row = h.run("d2")
+    assert row["ok"] == 0 and row["finished"] and row["stopped"] == "aborted: RuntimeError: boom"
