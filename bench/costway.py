@@ -142,7 +142,7 @@ def install(way: str) -> None:
 def _force_cli() -> None:
     """The engine reached through the docker CLI, as before the Engine API."""
     import fleet.connections as conns
-    import fleet.pipeline.stages as stages
+    import fleet.executor.probe as probe_handler
     from fleet.engine.cli import CliEngine
     from fleet.engine.probe import EngineProbe
     from fleet.engine.transport import EngineCounters
@@ -151,7 +151,9 @@ def _force_cli() -> None:
     def gather_cli(session, become, *, device=None, socket_path=None, timeout=None):
         return EngineProbe(gather(session, become), "cli", "forced by bench/costway.py --way cli", EngineCounters())
 
-    stages.gather_with_api = gather_cli
+    # the probe handler (fleet/executor/probe.py) is where every probe gathers its facts,
+    # whichever executor runs it; with no engine found there is none to adopt
+    probe_handler.gather_with_api = gather_cli
 
     def engine(self, name):
         session = self.session(name)
