@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from fleet import pipeline
-from fleet.cli.probe import _make
+from fleet.cli.options import make_executor
 from fleet.cli.render import device_line, print_report, short_digest
 from fleet.deploy import DeployHooks, DeployOptions, new_deployment_id
 from fleet.errors import UsageError
@@ -82,7 +82,7 @@ def run_deploy(playbook_path: str, sel: DeviceSelection, *, check: bool, as_json
     directory = usable_report_dir(report_dir(report_directory))
     options = _options(sel, min_free_mib, hooks)
     on_done = None if err.is_terminal else (lambda r: progress_line(device_line(r)))
-    with History() as history, pipeline.Run(sel, _make(executor)) as run:
+    with History() as history, pipeline.Run(sel, make_executor(executor)) as run:
         run.preflight()
         result = pipeline.deploy(run, playbook, check=check, options=options, rollout=rollout, history=history,
                                  log=progress_line, on_done=on_done)
@@ -98,7 +98,7 @@ def run_rollback(playbook_path: str, sel: DeviceSelection, *, to: str | None, as
     directory = usable_report_dir(report_dir(report_directory))
     options = _options(sel, min_free_mib, None)
     on_done = None if err.is_terminal else (lambda r: progress_line(device_line(r)))
-    with History() as history, pipeline.Run(sel, _make(executor)) as run:
+    with History() as history, pipeline.Run(sel, make_executor(executor)) as run:
         run.preflight()
         result = pipeline.rollback(run, playbook, to=to, options=options, rollout=rollout, history=history,
                                    on_done=on_done)

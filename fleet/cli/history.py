@@ -4,7 +4,7 @@ devices run against it (:func:`fleet.pipeline.status`, :func:`fleet.pipeline.pru
 from __future__ import annotations
 
 from fleet import pipeline
-from fleet.cli.probe import _make
+from fleet.cli.options import make_executor
 from fleet.cli.render import short_digest
 from fleet.executor import ExecutorOptions
 from fleet.history import History
@@ -36,7 +36,7 @@ def run_history(*, device: str | None, deployment: str | None, limit: int, as_js
 def run_status(playbook_path: str, sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """``fleet status``: exit 0 when every device runs what its last rollout intended."""
     playbook = load_playbook(playbook_path)
-    with History() as history, pipeline.Run(sel, _make(executor)) as run:
+    with History() as history, pipeline.Run(sel, make_executor(executor)) as run:
         run.preflight()
         rows = pipeline.status(run, playbook, history)
     if as_json:
@@ -56,7 +56,7 @@ def run_status(playbook_path: str, sel: DeviceSelection, as_json: bool, executor
 def run_prune(playbook_path: str, sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | None = None) -> int:
     """``fleet prune``: exit 0 when every device could be reached."""
     playbook = load_playbook(playbook_path)
-    with pipeline.Run(sel, _make(executor)) as run:
+    with pipeline.Run(sel, make_executor(executor)) as run:
         run.preflight()
         rows = pipeline.prune(run, playbook)
     if as_json:

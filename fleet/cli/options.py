@@ -180,3 +180,9 @@ def executor_options(executor: str | None = None, broker: str | None = None, res
                              f"--executor local)")
     return ExecutorOptions(chosen, broker, result_backend if chosen == "celery" else None, local_fallback, key, cert,
                            cert_store, DEFAULT_MAX_DEADLINE if max_deadline is None else float(max_deadline))
+
+
+def make_executor(executor):
+    """What :class:`fleet.pipeline.Run` takes for ``executor`` (an
+    :class:`fleet.executor.ExecutorOptions`, or None: this machine's thread pool)."""
+    return executor.make if executor is not None else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from fleet import pipeline
-from fleet.cli.probe import _make
+from fleet.cli.options import make_executor
 from fleet.errors import UsageError
 from fleet.executor import ExecutorOptions
 from fleet.output import emit_json, error, line, out, progress_line, table
@@ -83,7 +83,7 @@ def _open_run(sel: DeviceSelection | None, executor: ExecutorOptions | None) -> 
     before any device is probed (:meth:`fleet.pipeline.Run.preflight`)."""
     if sel is None:
         return None
-    run = pipeline.Run(sel, _make(executor))
+    run = pipeline.Run(sel, make_executor(executor))
     try:
         run.preflight()
     except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fleet.cli.options import make_executor
 from fleet.detect import Detection
 from fleet.executor import ExecutorOptions
 from fleet.fanout import INTERRUPTED_EXIT
@@ -12,11 +13,6 @@ from fleet.pipeline import Run, probe
 from fleet.selection import DeviceSelection
 
 __all__ = ["run_probe", "run_facts", "userland_text"]
-
-
-def _make(executor: ExecutorOptions | None):
-    """What :class:`fleet.pipeline.Run` takes for ``executor`` (None: this machine's)."""
-    return executor.make if executor is not None else None
 
 
 def userland_text(facts: dict[str, str], det: Detection) -> str | None:
@@ -55,7 +51,7 @@ def run_probe(sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | N
     bytes); ``worker``/``site`` who probed it (``local``/null: this machine; a site
     worker's node name and its site with ``--executor celery``).
     """
-    with Run(sel, _make(executor)) as run:
+    with Run(sel, make_executor(executor)) as run:
         run.preflight()
         results = probe(run)
     docs: list[dict[str, Any]] = []
@@ -104,7 +100,7 @@ def run_facts(sel: DeviceSelection, as_json: bool, executor: ExecutorOptions | N
     ``{"host": NAME, "facts": {...}}`` (``"facts": null`` plus ``"error"`` for a failed
     device), the shape ``fleet detect FILE`` and ``fleet plan --facts FILE`` read back.
     """
-    with Run(sel, _make(executor)) as run:
+    with Run(sel, make_executor(executor)) as run:
         run.preflight()
         results = probe(run, label="gathering facts")
     if as_json:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import pipeline
-from fleet.cli.probe import _make
+from fleet.cli.options import make_executor
 from fleet.cli.render import print_report, short_digest
 from fleet.deploy import new_deployment_id
 from fleet.errors import UsageError
@@ -44,7 +44,7 @@ def run_verify(what: str, sel: DeviceSelection, *, name: str | None, as_json: bo
         if name:
             raise UsageError("--name goes with a REF; a playbook names its own containers")
         sel.hosts()  # a malformed inventory or --limit is a usage error before the registry is asked
-        with History() as history, pipeline.Run(sel, _make(executor)) as run:
+        with History() as history, pipeline.Run(sel, make_executor(executor)) as run:
             run.preflight()
             _start(history, run_id, now, playbook=str(p), app=pipeline.app_name(playbook),
                    reference=playbook.image or pipeline.app_name(playbook))
@@ -67,7 +67,7 @@ def run_verify(what: str, sel: DeviceSelection, *, name: str | None, as_json: bo
         name = name or ref.repository.rsplit("/", 1)[-1]
         sel.hosts()
         published = read_published(what, RegistrySettings())
-        with History() as history, pipeline.Run(sel, _make(executor)) as run:
+        with History() as history, pipeline.Run(sel, make_executor(executor)) as run:
             run.preflight()
             _start(history, run_id, now, playbook="", app=name, reference=published.reference,
                    index_digest=published.index_digest)
