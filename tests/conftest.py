@@ -66,3 +66,15 @@ from tests.registry_fixtures import (  # noqa: E402,F401 - fixtures
 # keeps one instance for the whole session).
 from tests.labfixture import lab  # noqa: E402,F401 - fixture
 # ======================================================== end lab fixtures ==========
+
+
+# ============================================== two workers (pytest-xdist) ==========
+# The README's test command runs two pytest-xdist workers with --dist loadgroup. The lab
+# is one shared set of boards: every test on it (marked `lab` or using the `lab`
+# fixture) goes to one group, so one worker runs them in order, while the other runs the
+# unit and integration tests, which bring up their own sshd, engines, registries and
+# brokers on loopback. Without xdist (a plain `pytest`), the marker does nothing.
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("lab") is not None or "lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("lab"))
