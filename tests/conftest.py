@@ -69,12 +69,31 @@ from tests.labfixture import lab  # noqa: E402,F401 - fixture
 
 
 # ============================================== two workers (pytest-xdist) ==========
-# The README's test command runs two pytest-xdist workers with --dist loadgroup. The lab
-# is one shared set of boards: every test on it (marked `lab` or using the `lab`
-# fixture) goes to one group, so one worker runs them in order, while the other runs the
-# unit and integration tests, which bring up their own sshd, engines, registries and
-# brokers on loopback. Without xdist (a plain `pytest`), the marker does nothing.
+# The README's test command runs two pytest-xdist workers (`-n 2`). The lab is one shared
+# set of boards: every test on it (tests/lab/, the only tests that use the `lab` fixture)
+# is one scope, run in order by one worker, while the other worker runs the unit and
+# integration tests module by module (they bring up their own sshd, engines, registries
+# and brokers on loopback). The lab tests are put first so their worker starts on them
+# at once (they are the longest part). xdist's own `--dist loadgroup` does not group
+# here: with pytest 9 the `@group` suffix it gives node ids never reaches its scheduler,
+# so the grouping is this scheduler's (xdist's documented `pytest_xdist_make_scheduler`).
+def _is_lab(nodeid: str) -> bool:
+    return nodeid.startswith("tests/lab/")
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("lab") is not None or "lab" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("lab"))
+    items.sort(key=lambda item: not _is_lab(item.nodeid))  # stable: each part keeps its order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LabFirst(LoadScopeScheduling):
+        """One scope for every lab test (the lab tests come first in the collection),
+        one per module for the rest."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "lab" if _is_lab(nodeid) else nodeid.split("::", 1)[0]
+
+    return LabFirst(config, log)

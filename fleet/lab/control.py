@@ -99,11 +99,15 @@ def up(paths: LabPaths, profiles: list[Profile]) -> dict:
     # the site addresses stay known while the sites are up (sites.py)
     write_file(paths.known_hosts, known_hosts_text(devices) + sites.known_hosts_lines(paths))
     write_inventory(paths, devices)
-    if sites.load(paths).get("count"):
+    site_state = sites.load(paths)
+    if site_state.get("count") and not failures:
+        # The sites were up before (a crash or reboot took their namespaces, broker and
+        # workers): bring them back as they were, or the lab stays half up (status exit 1).
         try:
-            sites.repair_links(paths)  # a device made afresh lost its site link with its namespace
-        except LabError as exc:
-            warn(f"sites: could not give every device its site link again ({exc}); run `fleet lab sites up`")
+            sites.up(paths, min(site_state["count"], len(devices)), workers=site_state.get("with_workers", True),
+                     kind=site_state.get("broker_kind", "redis"))
+        except (LabError, UsageError) as exc:
+            warn(f"sites: could not bring the sites back ({exc}); run `fleet lab sites up` or `fleet lab sites down`")
     state["last_up_seconds"] = round(time.monotonic() - t0, 1)
     save_state(paths, state)
     if failures:

@@ -268,7 +268,7 @@ def up(paths: LabPaths, count: int, *, workers: bool = True, kind: str = "redis"
         down(paths)
         st = load(paths)
     make_dir(root(paths), 0o755)  # the brokers (users redis, rabbitmq) go through it; each part is 0700
-    st.update(count=count, assignment=assignment, broker_kind=kind)
+    st.update(count=count, assignment=assignment, broker_kind=kind, with_workers=workers)
     st.setdefault("workers", {})
     _save(paths, st)
 
@@ -449,18 +449,3 @@ def status(paths: LabPaths) -> dict:
     doc["rss_mib"] = round(rss_kib(pids) / 1024, 1)
     doc["ok"] = bool(ok)
     return doc
-
-
-def repair_links(paths: LabPaths) -> None:
-    """Give every assigned device its site link again (after ``fleet lab up`` remade a
-    device, whose namespace took the old link with it). Network only; the workers and
-    the broker are ``fleet lab sites up``'s."""
-    st = load(paths)
-    for site, names in st.get("assignment", {}).items():
-        n = site_number(site)
-        if not sitenet.ns_exists(sitenet.site_ns(n)):
-            continue
-        for name in names:
-            if name in PROFILES and net.netns_exists(name) and sitenet.device_link_address(name) != site_address(site, name):
-                sitenet.ensure_device_link(n, name, PROFILES[name].octet)
-

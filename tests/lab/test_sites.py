@@ -268,3 +268,35 @@ def test_a_site_worker_killed_mid_rollout_its_job_is_delivered_again_and_no_devi
     got = log.read_text(errors="replace")[offset:]
     assert f"deploy {victim}: ok in" in got and "(redelivered)" in got, got[-3000:]
     print(f"\nworker killed; {victim} verified through the redelivered job {time.monotonic() - killed:.1f} s later")
+
+
+def test_lab_up_after_a_crash_brings_the_sites_back_as_they_were(sites: Sites):
+    """A crash took every site worker and the broker (SIGKILL): ``fleet lab status``
+    says so (exit 1), and ``fleet lab up``, which recovers the lab after a crash or a
+    reboot, brings the sites back too (same split, same broker kind, a worker per site),
+    and a probe through them answers for every device again."""
+    before = sites.up()
+    victims = [s["worker"]["pid"] for s in before["sites"]] + [before["broker"]["pid"]]
+    assert all(victims), json.dumps(before, indent=1)
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    assert time_until(lambda: lab_fleet("lab", "status", "--json").returncode == 1, 30)
+    cp = lab_fleet("lab", "up", "--profiles", "all", "--json", timeout=600)
+    assert cp.returncode == 0, cp.stderr
+    after = json.loads(cp.stdout)["sites"]
+    assert after["ok"] and after["count"] == before["count"] and after["broker"]["kind"] == before["broker"]["kind"]
+    assert [s["devices"] for s in after["sites"]] == [s["devices"] for s in before["sites"]]
+    assert not {s["worker"]["pid"] for s in after["sites"]} & set(victims)
+    sites.doc = after
+    rows = sites.probe()
+    assert sorted(r["host"] for r in rows if r["platform"] and not r["error"]) == \
+        sorted(d["name"] for s in after["sites"] for d in s["devices"]), rows
+
+
+def time_until(cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.5)
+    return False
