@@ -74,9 +74,10 @@ from tests.labfixture import lab  # noqa: E402,F401 - fixture
 # is one scope, run in order by one worker, while the other worker runs the unit and
 # integration tests module by module (they bring up their own sshd, engines, registries
 # and brokers on loopback). The lab tests are put first so their worker starts on them
-# at once (they are the longest part). xdist's own `--dist loadgroup` does not group
-# here: with pytest 9 the `@group` suffix it gives node ids never reaches its scheduler,
-# so the grouping is this scheduler's (xdist's documented `pytest_xdist_make_scheduler`).
+# at once (they are the longest part). xdist's own `--dist loadgroup` did not group here
+# (pytest 9.2, xdist 3.8: tests marked with one `xdist_group` ran on both workers, and
+# the workers' node ids had no `@group` suffix), so the grouping is this scheduler's,
+# given through xdist's documented `pytest_xdist_make_scheduler` hook.
 def _is_lab(nodeid: str) -> bool:
     return nodeid.startswith("tests/lab/")
 

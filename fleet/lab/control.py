@@ -104,7 +104,7 @@ def up(paths: LabPaths, profiles: list[Profile]) -> dict:
         # The sites were up before (a crash or reboot took their namespaces, broker and
         # workers): bring them back as they were, or the lab stays half up (status exit 1).
         try:
-            sites.up(paths, min(site_state["count"], len(devices)), workers=site_state.get("with_workers", True),
+            sites.up(paths, site_state["count"], workers=site_state.get("with_workers", True),
                      kind=site_state.get("broker_kind", "redis"))
         except (LabError, UsageError) as exc:
             warn(f"sites: could not bring the sites back ({exc}); run `fleet lab sites up` or `fleet lab sites down`")

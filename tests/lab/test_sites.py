@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from fleet.lab.profiles import PROFILES
+from fleet.lab.util import wait_for
 from tests.lab.apps import Apps
 from tests.labfixture import FLEET, Lab, fleet as lab_fleet
 
@@ -280,7 +281,7 @@ def test_lab_up_after_a_crash_brings_the_sites_back_as_they_were(sites: Sites):
     assert all(victims), json.dumps(before, indent=1)
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    assert time_until(lambda: lab_fleet("lab", "status", "--json").returncode == 1, 30)
+    assert wait_for(lambda: lab_fleet("lab", "status", "--json").returncode == 1, 30, 0.5)
     cp = lab_fleet("lab", "up", "--profiles", "all", "--json", timeout=600)
     assert cp.returncode == 0, cp.stderr
     after = json.loads(cp.stdout)["sites"]
@@ -292,11 +293,3 @@ def test_lab_up_after_a_crash_brings_the_sites_back_as_they_were(sites: Sites):
     assert sorted(r["host"] for r in rows if r["platform"] and not r["error"]) == \
         sorted(d["name"] for s in after["sites"] for d in s["devices"]), rows
 
-
-def time_until(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.5)
-    return False
