@@ -138,7 +138,7 @@ def _stream(session, command: str, stdin: bytes, timeout: float, on_line: Callab
     status. Raises the session's SSHError when the connection drops."""
     from paramiko.ssh_exception import SSHException
 
-    from fleet.ssh import SSHError, wait_readable
+    from fleet.ssh import SSHError, close_channel, wait_readable
 
     name = session.target.name
     try:
@@ -181,4 +181,4 @@ def _stream(session, command: str, stdin: bytes, timeout: float, on_line: Callab
     except (SSHException, EOFError, OSError) as e:
         raise SSHError(name, f"connection lost while following the device transaction ({e})") from None
     finally:
-        chan.close()
+        close_channel(chan)

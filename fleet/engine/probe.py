@@ -42,7 +42,7 @@ from fleet.engine.transport import (
 )
 from fleet.facts import ProbeError, new_boundary, parse_probe_output, probe_command
 from fleet.log import logger
-from fleet.ssh import CommandResult, CommandTimeout, SSHError, wait_readable
+from fleet.ssh import CommandResult, CommandTimeout, SSHError, close_channel, wait_readable
 from fleet.ssh._util import printable
 
 __all__ = ["EngineProbe", "gather_with_api", "API_FACTS"]
@@ -116,7 +116,7 @@ def gather_with_api(session: Any, become: bool, *, device: str | None = None, so
         sock = None
         via, reason = "cli", f"{e}: the script's docker CLI section reads the engine"
     except (SSHException, EOFError, OSError) as e:
-        chan.close()
+        close_channel(chan)
         raise SSHError(name, f"cannot open the probe's channels: {e}") from None
     log.info("%s: probe: engine facts via %s (%s)", name, via, reason)
 
@@ -151,7 +151,7 @@ def gather_with_api(session: Any, become: bool, *, device: str | None = None, so
     except (SSHException, EOFError, OSError) as e:
         raise SSHError(name, f"probe failed: connection lost ({e})") from None
     finally:
-        chan.close()
+        close_channel(chan)
     try:
         facts = parse_probe_output(result.stdout, token)
     except ProbeError as exc:

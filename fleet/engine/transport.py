@@ -47,6 +47,7 @@ from paramiko.message import Message
 from paramiko.ssh_exception import ChannelException, SSHException
 
 from fleet.log import logger
+from fleet.ssh import close_channel
 
 __all__ = [
     "DEFAULT_SOCKET",
@@ -436,7 +437,7 @@ class _ChannelSocket:
     def _real_close(self) -> None:
         if self.kind == "exec" and self.chan.eof_received:
             self._capture()  # once closed, paramiko drops the exit status if it comes later
-        self.chan.close()
+        close_channel(self.chan)
 
     def _capture(self) -> None:
         if self._failure is not None:

@@ -60,6 +60,7 @@ from fleet.ssh.session import (
     RETRY_BUDGET,
     CommandResult,
     Session,
+    close_channel,
     connect,
     wait_readable,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "target_for",
     "connect",
     "wait_readable",
+    "close_channel",
     "Algorithms",
     "DEFAULT_ALGORITHMS",
     "SSHError",

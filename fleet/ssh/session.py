@@ -62,7 +62,7 @@ from fleet.ssh.known_hosts import lookup_known, preferred_key_types, verify_host
 from fleet.ssh.proxy import ProxyProcess
 from fleet.ssh.target import SSHSettings, Target
 
-__all__ = ["connect", "Session", "CommandResult", "wait_readable", "RETRY_BUDGET", "DEFAULT_MAX_OUTPUT",
+__all__ = ["connect", "Session", "CommandResult", "wait_readable", "close_channel", "RETRY_BUDGET", "DEFAULT_MAX_OUTPUT",
            "PROBE_MAX_OUTPUT"]
 
 #: Seconds after the first connect attempt during which a transient failure is retried.
@@ -99,6 +99,39 @@ def wait_readable(chan: Any, timeout: float | None) -> bool:
     p.register(chan.fileno(), select.POLLIN)
     ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
     return bool(p.poll(ms))
+
+
+class _NoEvent:
+    """What a channel's buffers signal once :func:`close_channel` has detached its pipe."""
+
+    def set(self) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def is_set(self) -> bool:
+        return False
+
+
+def close_channel(chan: Any) -> None:
+    """Close paramiko channel ``chan`` without killing its transport; idempotent.
+
+    ``Channel.close()`` closes the channel's :meth:`~paramiko.channel.Channel.fileno` pipe
+    while the transport thread may still be feeding data the device sent before it saw the
+    close (a command cut at its output limit or timeout, an Engine API stream dropped
+    early). That feed writes one byte to the closed descriptor, the write fails (EBADF, or
+    EPIPE once the number is reused), the transport thread dies with "Socket exception: Bad
+    file descriptor" and every other channel of the session fails with it; a reused
+    descriptor could even receive the byte (paramiko#1700, #2271, #692: open as of
+    paramiko 3.5). The buffers' events are detached first: ``BufferedPipe.set_event`` takes
+    the buffer's lock, which ``feed`` holds while it signals, so once both calls return no
+    feed can reach the pipe; EOF and close signal it under the channel's lock, which
+    ``close`` holds while it closes the pipe.
+    """
+    for buf in (chan.in_buffer, chan.in_stderr_buffer):
+        buf.set_event(_NoEvent())
+    chan.close()
 
 
 class _Transient(Exception):
@@ -395,7 +428,7 @@ class Session:
         def take(buf: bytearray, data: bytes) -> None:
             if max_output is not None and len(out) + len(errb) + len(data) > max_output:
                 buf += data[: max_output - len(out) - len(errb)]
-                chan.close()  # stop reading: the remote command gets EOF/SIGPIPE
+                close_channel(chan)  # stop reading: the remote command gets EOF/SIGPIPE
                 log.debug("%s: output over %d bytes: channel closed", name, max_output)
                 raise OutputTooLarge(
                     name, f"command printed more than {max_output} bytes (the limit for this command); "
@@ -448,7 +481,7 @@ class Session:
                 raise self._closed_error(f"while running: {shown[:120]}") from None
             raise SSHError(name, f"command failed: connection lost ({_describe(e)})") from None
         finally:
-            chan.close()
+            close_channel(chan)
 
 
 def connect(target: Target, settings: SSHSettings) -> Session:

@@ -268,16 +268,19 @@ def fleet(args: list[str], *, home: Path, history: Path, extra_env: dict[str, st
 
 MEASURED = ("worker", "site", "seconds", "cost", "free_bytes")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+# the device transaction reports how long the app had run when it was judged healthy:
+# "running 1 s without a restart" on a quiet machine, 2 s when the check loop was slowed
+RAN = re.compile(r"\brunning \d+ s without a restart")
 
 
 def normalized(docs: list[dict], ids: dict[str, str]) -> list[dict]:
     """The documents without what differs from run to run by nature (who ran it, times and
-    timestamps, free space, connection counters) and with each run's deployment ids named
-    by order."""
+    timestamps, how long the app had run when judged healthy, free space, connection
+    counters) and with each run's deployment ids named by order."""
     text = json.dumps([{k: v for k, v in d.items() if k not in MEASURED} for d in docs], sort_keys=True)
     for real, name in ids.items():
         text = text.replace(real, name)
-    return json.loads(TIMESTAMP.sub("TIME", text))
+    return json.loads(RAN.sub("running N s without a restart", TIMESTAMP.sub("TIME", text)))
 
 
 def sequence(pbs: dict[str, Path], devices, home: Path, history: Path, executor: list[str],

@@ -143,6 +143,22 @@ def test_endless_output_is_cut_at_the_limit(sshd, ssh_home, tmp_path, limit):
             s.run("head -c 999 /dev/zero; echo err >&2", max_output=1000)
 
 
+def test_a_channel_closed_while_data_still_arrives_leaves_the_session_usable(sshd, ssh_home, tmp_path):
+    """Closing a channel whose command still streams (the output limit, a timeout) races
+    paramiko's transport thread, which feeds the data already on the way into the channel's
+    pipe: when the pipe's descriptors are closed first, that write fails with EBADF, the
+    transport thread dies ("Socket exception: Bad file descriptor") and every later command
+    on the session fails (paramiko#1700, #2271; seen once in CI). Many closes in a row, each
+    while ``yes`` streams, then the session still runs commands."""
+    st = settings(kh_file(tmp_path, sshd.known_hosts_line), command_timeout=60)
+    with connect(target_for(host_for(sshd), st), st) as s:
+        for _ in range(300):
+            with pytest.raises(OutputTooLarge):
+                s.run("yes", max_output=1 << 15)
+            assert s.transport.is_active()
+        assert s.run("echo still-usable").stdout == b"still-usable\n"
+
+
 # ------------------------------------------------------------ 10. IdentitiesOnly
 
 
