@@ -15,7 +15,9 @@ import signal
 import subprocess
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterable
 
 from fleet.lab.hello import EXAMPLE_DIR, prepare_context
 from fleet.lab.state import LabPaths
@@ -153,7 +155,17 @@ class Apps:
 
     def clean(self, devices) -> None:
         repo = f"{self.registry}/{self.repo}"
-        for d in devices:
-            self.sh(d, f"docker rm -f {self.name} {self.name}.previous {self.name}.new {self.name}.failed "
-                       f">/dev/null 2>&1; ids=$(docker images -q {repo}); [ -z \"$ids\" ] || "
-                       f"docker rmi -f $ids >/dev/null 2>&1; rm -rf \"$HOME/.fleet/apps/{self.name}\"; true")
+        on_each(devices, lambda d: self.sh(
+            d, f"docker rm -f {self.name} {self.name}.previous {self.name}.new {self.name}.failed "
+               f">/dev/null 2>&1; ids=$(docker images -q {repo}); [ -z \"$ids\" ] || "
+               f"docker rmi -f $ids >/dev/null 2>&1; rm -rf \"$HOME/.fleet/apps/{self.name}\"; true"))
+
+
+def on_each(devices: Iterable[str], fn: Callable[[str], object]) -> None:
+    """``fn(device)`` for every device at once (each emulated board's docker CLI takes
+    seconds; one after another they added up in every module's setup and teardown).
+    Raises the first device's exception."""
+    devices = list(devices)
+    with ThreadPoolExecutor(max(1, len(devices))) as pool:
+        for f in [pool.submit(fn, d) for d in devices]:
+            f.result()

@@ -23,7 +23,7 @@ import pytest
 from fleet.lab.hello import prepare_context
 from fleet.lab.state import LabPaths
 from tests.labfixture import FLEET
-from tests.lab.apps import Apps
+from tests.lab.apps import Apps, on_each
 
 pytestmark = pytest.mark.lab
 
@@ -43,7 +43,10 @@ def stack(lab, tmp_path_factory):
     compose = (REPO_ROOT / "examples/stack/docker-compose.yml").read_text()
     compose = (compose.replace("name: stack", f"name: {PROJECT}").replace("8081", str(PORT))
                .replace("/fleet/stack:", "/fleet/cstack:").replace("context: ../hello", f"context: {ctx}"))
-    assert f"/fleet/cstack:" in compose and str(ctx) in compose
+    # the engine's health checks every second and unhealthy after 4 failures (the example
+    # says 2 s and 10): the same transitions, the broken release found in 4 s, not 20
+    compose = compose.replace("interval: 2s", "interval: 1s").replace("retries: 10", "retries: 4")
+    assert f"/fleet/cstack:" in compose and str(ctx) in compose and "interval: 2s" not in compose
     (root / "docker-compose.yml").write_text(compose)
     playbook = root / "cstack.yaml"
     playbook.write_text(textwrap.dedent(f"""\
@@ -65,12 +68,12 @@ def stack(lab, tmp_path_factory):
 
 
 def _clean(apps: Apps) -> None:
-    for d in DEVICES:
-        apps.sh(d, f"docker rm -f {PROJECT}-web {PROJECT}-worker >/dev/null 2>&1; "
-                   f"docker ps -aq --filter label=io.fleet.app={PROJECT} | xargs -r docker rm -f >/dev/null 2>&1; "
-                   f"docker volume rm -f {PROJECT}_data >/dev/null 2>&1; "
-                   f"ids=$(docker images -q {apps.registry}/fleet/cstack); [ -z \"$ids\" ] || "
-                   f"docker rmi -f $ids >/dev/null 2>&1; rm -rf \"$HOME/.fleet/apps/{PROJECT}\"; true")
+    on_each(DEVICES, lambda d: apps.sh(
+        d, f"docker rm -f {PROJECT}-web {PROJECT}-worker >/dev/null 2>&1; "
+           f"docker ps -aq --filter label=io.fleet.app={PROJECT} | xargs -r docker rm -f >/dev/null 2>&1; "
+           f"docker volume rm -f {PROJECT}_data >/dev/null 2>&1; "
+           f"ids=$(docker images -q {apps.registry}/fleet/cstack); [ -z \"$ids\" ] || "
+           f"docker rmi -f $ids >/dev/null 2>&1; rm -rf \"$HOME/.fleet/apps/{PROJECT}\"; true"))
 
 
 def _fleet(apps: Apps, *args: str, env: dict[str, str] | None = None, timeout: float = 900):

@@ -36,6 +36,7 @@ from fleet.lab.state import LabPaths
 from fleet.platform import Platform
 from fleet.playbook import load_playbook
 from tests import reportschema
+from tests.lab.apps import on_each
 from tests.labfixture import FLEET, Lab
 
 pytestmark = pytest.mark.lab
@@ -146,9 +147,9 @@ def _config_of(st: State, version: str, platform: str) -> str:
 
 def _clean(state: State) -> None:
     repo = f"{state.registry}/{REPO}"
-    for d in DEVICES:
-        state.docker(d, f"docker rm -f {NAME} {NAME}.previous {NAME}.new {NAME}.failed >/dev/null 2>&1; "
-                        f"ids=$(docker images -q {repo}); [ -z \"$ids\" ] || docker rmi -f $ids >/dev/null; true")
+    on_each(DEVICES, lambda d: state.docker(
+        d, f"docker rm -f {NAME} {NAME}.previous {NAME}.new {NAME}.failed >/dev/null 2>&1; "
+           f"ids=$(docker images -q {repo}); [ -z \"$ids\" ] || docker rmi -f $ids >/dev/null; true"))
 
 
 @pytest.fixture(scope="module")

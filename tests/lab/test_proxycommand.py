@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fleet.lab.util import wait_for
 from tests import reportschema
 from tests.labfixture import FLEET, Lab
 from tests.sshd import start_sshd
@@ -86,6 +87,9 @@ def test_probe_and_facts_through_an_ssh_w_jump(lab: Lab, jump):
     marker = f"-p {s.port} {s.user}@{s.address}"
     decoy = subprocess.Popen(["sh", "-c", "sleep 60", "ssh", marker])  # the scan below can see one
     try:
+        # the decoy's command line is the one to see once it has exec'ed (until then /proc
+        # shows the forked copy of this process): seen once under CI load
+        wait_for(lambda: _proxies(marker), 10, interval=0.05)
         assert _proxies(marker) == [decoy.pid]
     finally:
         decoy.kill()
