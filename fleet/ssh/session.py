@@ -62,8 +62,8 @@ from fleet.ssh.known_hosts import lookup_known, preferred_key_types, verify_host
 from fleet.ssh.proxy import ProxyProcess
 from fleet.ssh.target import SSHSettings, Target
 
-__all__ = ["connect", "Session", "CommandResult", "wait_readable", "close_channel", "RETRY_BUDGET", "DEFAULT_MAX_OUTPUT",
-           "PROBE_MAX_OUTPUT"]
+__all__ = ["connect", "Session", "CommandResult", "wait_readable", "close_channel", "RETRY_BUDGET",
+           "DEFAULT_MAX_OUTPUT", "PROBE_MAX_OUTPUT"]
 
 #: Seconds after the first connect attempt during which a transient failure is retried.
 RETRY_BUDGET = 5.0
@@ -123,11 +123,11 @@ def close_channel(chan: Any) -> None:
     early). That feed writes one byte to the closed descriptor, the write fails (EBADF, or
     EPIPE once the number is reused), the transport thread dies with "Socket exception: Bad
     file descriptor" and every other channel of the session fails with it; a reused
-    descriptor could even receive the byte (paramiko#1700, #2271, #692: open as of
-    paramiko 3.5). The buffers' events are detached first: ``BufferedPipe.set_event`` takes
-    the buffer's lock, which ``feed`` holds while it signals, so once both calls return no
-    feed can reach the pipe; EOF and close signal it under the channel's lock, which
-    ``close`` holds while it closes the pipe.
+    descriptor could even receive the byte (paramiko#1700, #2271, #692: still so in paramiko
+    5.1's channel.py and pipe.py). The buffers' events are detached first:
+    ``BufferedPipe.set_event`` takes the buffer's lock, which ``feed`` holds while it
+    signals, so once both calls return no feed can reach the pipe; EOF and close signal it
+    under the channel's lock, which ``close`` holds while it closes the pipe.
     """
     for buf in (chan.in_buffer, chan.in_stderr_buffer):
         buf.set_event(_NoEvent())
